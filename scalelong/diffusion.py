@@ -1,0 +1,196 @@
+"""The diffusion objective and sampling: discrete DDPM with ε-prediction (SPEC §3).
+
+Forward process (Ho et al. 2020, Eq. 4; ScaleLong paper Eq. (1)-(2)):
+
+    x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε_t,   ε_t ~ N(0, I),   ᾱ_t = Π_{s<=t} (1 - β_s),
+
+with timesteps t ∈ {0, ..., T-1} (0-indexed, as in diffusers). The network learns ε_t with the
+simple loss of Ho et al. 2020, Eq. (14), kept per sample. Sampling is delegated to diffusers'
+schedulers, configured with exactly our β so that their ᾱ_t equals ours.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import Tensor, nn
+
+from scalelong.errors import ConfigError
+
+EpsModel = Callable[..., Tensor]
+"""model(x_t [B,C,H,W], t [B], y [B] long | None) -> ε prediction [B,C,H,W]."""
+
+SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddpm", "ddim", "dpm_solver")
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm_solver": 50}
+
+
+def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """Linear β schedule of Ho et al. 2020 (Sec. 4), float64."""
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Cosine schedule of Nichol & Dhariwal 2021, Eq. (17): ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2).
+
+    β_t = min(1 - ᾱ((t+1)/T)/ᾱ(t/T), 0.999), identical to diffusers' "squaredcos_cap_v2".
+    """
+    u = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    alpha_bar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+
+def _per_sample(t: Tensor, like: Tensor) -> Tensor:
+    """Shape a per-sample coefficient [B] to broadcast against a batch `like` [B, ...]."""
+    return t.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+class Diffusion(nn.Module):
+    """Discrete DDPM with ε-prediction, optional input noise, and diffusers samplers.
+
+    The schedule lives in non-persistent float64 buffers `betas` and `alphas_cumprod`: they move
+    with `.to(device)` but are not written to checkpoints (they are rebuilt from the config).
+    float64 keeps ᾱ_t exact to ~1e-16; coefficients are cast to the data dtype when used.
+
+    Args:
+        num_timesteps: T, the number of discrete diffusion steps.
+        schedule: "linear" (β from 1e-4 to 0.02, Ho et al. 2020) or "cosine" (Nichol & Dhariwal).
+        input_noise: σ_δ of the extra noise added to the network input only, x_t + σ_δ ε_δ
+            (ScaleLong Fig. 3c); the regression target stays ε_t.
+    """
+
+    def __init__(self, num_timesteps: int = 1000, schedule: str = "linear", input_noise: float = 0.0):
+        super().__init__()
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"diffusion schedule {schedule!r} is unknown; use one of {', '.join(SCHEDULES)}"
+            )
+        if input_noise < 0:
+            raise ConfigError(f"diffusion input_noise must be >= 0, got {input_noise}")
+        self.num_timesteps = num_timesteps
+        self.schedule = schedule
+        self.input_noise = input_noise
+        betas = linear_betas(num_timesteps) if schedule == "linear" else cosine_betas(num_timesteps)
+        self.register_buffer("betas", betas, persistent=False)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, dim=0), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_timesteps={self.num_timesteps}, schedule={self.schedule!r}, "
+            f"input_noise={self.input_noise}"
+        )
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε  (Ho et al. 2020 Eq. 4; ScaleLong Eq. (1)-(2))."""
+        alpha_bar = self.alphas_cumprod[t.long()]
+        return _per_sample(alpha_bar.sqrt(), x0) * x0 + _per_sample((1 - alpha_bar).sqrt(), x0) * noise
+
+    def loss(
+        self,
+        model: EpsModel,
+        x0: Tensor,
+        y: Tensor | None = None,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        *,
+        delta: Tensor | None = None,
+    ) -> Tensor:
+        """Per-sample ε-prediction loss ‖ε_t - ε_θ(x_t + σ_δ ε_δ, t, y)‖² / (C·H·W), shape [B].
+
+        Ho et al. 2020 Eq. (14) without the batch mean. `t` ~ U{0, ..., T-1} and `noise` ε_t ~ N(0, I)
+        are drawn when not given; passing a fixed (x0, t, noise) triple makes the loss deterministic
+        (validation, probe batches). `delta` is the input-noise draw ε_δ, drawn from N(0, I) when not
+        given; it only matters when `input_noise` > 0.
+        """
+        if t is None:
+            t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        x_in = self.q_sample(x0, t, noise)
+        if self.input_noise > 0:
+            x_in = x_in + self.input_noise * (torch.randn_like(x0) if delta is None else delta)
+        eps = model(x_in, t, y)
+        return (eps - noise).pow(2).flatten(1).mean(dim=1)
+
+    def noise_ratio(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """r_t = ‖ε_t‖² / ‖x_t‖² per sample (SPEC §4; ScaleLong Sec. 4.1, Fig. 3b), shape [B]."""
+        x_t = self.q_sample(x0, t, noise)
+        return noise.pow(2).flatten(1).sum(dim=1) / x_t.pow(2).flatten(1).sum(dim=1)
+
+    def scheduler(self, name: str) -> SchedulerMixin:
+        """A fresh diffusers scheduler with our β (so its `alphas_cumprod` equals ours).
+
+        - "ddpm": DDPMScheduler, ancestral sampling with σ_t² = β̃_t (Ho et al. 2020, "fixed_small").
+        - "ddim": DDIMScheduler, deterministic (η = 0 is passed at each step; Song et al. 2021).
+        - "dpm_solver": DPMSolverMultistepScheduler, DPM-Solver++ of order 2 (Lu et al. 2022).
+
+        No sampler clips its x_0 prediction at each step (as in U-ViT's evaluation); `sample` clamps
+        the final image once. DDPM and DDIM use "trailing" timestep spacing so that the first step
+        is t = T-1, where x_T ~ N(0, I) is drawn.
+        """
+        common = dict(
+            num_train_timesteps=self.num_timesteps,
+            trained_betas=self.betas.cpu().numpy(),
+            prediction_type="epsilon",
+        )
+        if name == "ddpm":
+            return DDPMScheduler(
+                **common, variance_type="fixed_small", clip_sample=False, timestep_spacing="trailing"
+            )
+        if name == "ddim":
+            return DDIMScheduler(
+                **common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing"
+            )
+        if name == "dpm_solver":
+            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        raise ConfigError(f"sampler {name!r} is unknown; use one of {', '.join(SAMPLERS)}")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: EpsModel,
+        shape: tuple[int, ...],
+        sampler: str = "dpm_solver",
+        steps: int | None = None,
+        y: Tensor | None = None,
+        guidance_scale: float = 1.0,
+        num_classes: int = 0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw samples from x_T ~ N(0, I) with a diffusers scheduler; returns images clamped to [-1, 1].
+
+        `steps` defaults per sampler (ddpm 1000, ddim 50, dpm_solver 50). With class labels `y` and
+        `guidance_scale` s != 1, classifier-free guidance (Ho & Salimans 2022) uses
+        ε = ε_θ(x_t, ∅) + s·(ε_θ(x_t, y) - ε_θ(x_t, ∅)) with the null label ∅ = `num_classes`,
+        computed in one forward pass of batch 2B. `generator` fixes x_T and the DDPM noise; it
+        must live on `device` (default: the device of this module's buffers).
+        """
+        scheduler = self.scheduler(sampler)
+        guided = guidance_scale != 1.0
+        if guided and (y is None or num_classes <= 0):
+            raise ConfigError(
+                f"guidance_scale={guidance_scale} needs class labels y and num_classes > 0 "
+                f"(got y={'None' if y is None else 'given'}, num_classes={num_classes}); "
+                "use guidance_scale=1.0 for unconditional sampling"
+            )
+        device = torch.device(device) if device is not None else self.alphas_cumprod.device
+        scheduler.set_timesteps(DEFAULT_STEPS[sampler] if steps is None else steps, device=device)
+        if y is not None:
+            y = y.to(device)
+            if guided:
+                y = torch.cat([y, torch.full_like(y, num_classes)])
+        x = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
+        for step_t in scheduler.timesteps:
+            x_in = scheduler.scale_model_input(x, step_t)
+            if guided:
+                x_in = torch.cat([x_in, x_in])
+            t = torch.full((x_in.shape[0],), int(step_t), device=device, dtype=torch.long)
+            eps = model(x_in, t, y)
+            if guided:
+                eps_cond, eps_uncond = eps.chunk(2)
+                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            x = scheduler.step(eps, step_t, x, generator=generator).prev_sample
+        return x.clamp(-1, 1)

@@ -1,0 +1,287 @@
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from scalelong.diffusion import DEFAULT_STEPS, SAMPLERS, Diffusion
+from scalelong.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "diffusion"
+DIFFUSERS_SCHEDULE = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+class TinyEps(nn.Module):
+    """A small conv ε-model with the framework's signature; it ignores t and y."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return 0.1 * self.conv(x)
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def single_point_oracle(diffusion: Diffusion, x0_star: Tensor):
+    """The exact ε-predictor for a data distribution that is the single point x0*."""
+
+    def model(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        alpha_bar = diffusion.alphas_cumprod[t.long()].float().view(-1, 1, 1, 1)
+        return (x_t - alpha_bar.sqrt() * x0_star) / (1 - alpha_bar).sqrt()
+
+    return model
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_alphas_cumprod_match_diffusers(schedule: str) -> None:
+    diffusion = Diffusion(schedule=schedule)
+    reference = DDPMScheduler(beta_schedule=DIFFUSERS_SCHEDULE[schedule]).alphas_cumprod.double()
+    assert diffusion.alphas_cumprod.dtype == torch.float64
+    assert diffusion.alphas_cumprod.shape == (1000,)
+    torch.testing.assert_close(diffusion.alphas_cumprod, reference, atol=1e-6, rtol=0)
+    for name in SAMPLERS:
+        ours_in_diffusers = diffusion.scheduler(name).alphas_cumprod.double()
+        torch.testing.assert_close(ours_in_diffusers, reference, atol=1e-6, rtol=0)
+
+
+def test_linear_schedule_endpoints() -> None:
+    diffusion = Diffusion()
+    assert diffusion.betas[0].item() == pytest.approx(1e-4)
+    assert diffusion.betas[-1].item() == pytest.approx(0.02)
+    # ᾱ_{T-1} = Π(1 - β) ≈ 4.0e-5 for the DDPM linear schedule.
+    assert diffusion.alphas_cumprod[-1].item() == pytest.approx(4.036e-5, rel=1e-3)
+
+
+def test_schedule_buffers_move_but_are_not_checkpointed() -> None:
+    diffusion = Diffusion().to(torch.float32)
+    assert diffusion.alphas_cumprod.dtype == torch.float32
+    assert dict(diffusion.state_dict()) == {}
+    assert {name for name, _ in diffusion.named_buffers()} == {"betas", "alphas_cumprod"}
+
+
+def test_q_sample_marginal_statistics() -> None:
+    diffusion = Diffusion()
+    generator = torch.Generator().manual_seed(0)
+    n = 200_000
+    for step in (10, 300, 999):
+        alpha_bar = diffusion.alphas_cumprod[step].item()
+        t = torch.full((n,), step)
+        x_t = diffusion.q_sample(torch.zeros(n, 1), t, torch.randn(n, 1, generator=generator))
+        # Standard errors: mean sqrt(var/n) ≈ 2.2e-3·sd, variance var·sqrt(2/n) ≈ 3.2e-3·var.
+        assert abs(x_t.mean().item()) < 5 * ((1 - alpha_bar) / n) ** 0.5
+        assert x_t.var().item() == pytest.approx(1 - alpha_bar, rel=0.02)
+        # A non-zero x_0 shifts the mean by sqrt(ᾱ_t) x_0 and leaves the variance.
+        x_t = diffusion.q_sample(torch.full((n, 1), 0.5), t, torch.randn(n, 1, generator=generator))
+        assert x_t.mean().item() == pytest.approx(0.5 * alpha_bar**0.5, abs=5 * ((1 - alpha_bar) / n) ** 0.5)
+        assert x_t.var().item() == pytest.approx(1 - alpha_bar, rel=0.02)
+
+
+def test_q_sample_accepts_float_timesteps() -> None:
+    diffusion = Diffusion()
+    x0, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 1, 500, 999])
+    torch.testing.assert_close(diffusion.q_sample(x0, t.float(), noise), diffusion.q_sample(x0, t, noise))
+
+
+def test_loss_is_per_sample_and_matches_hand_computation() -> None:
+    diffusion = Diffusion()
+    torch.manual_seed(1)
+    x0, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 7, 500, 999])
+    model = lambda x, t, y: 0.5 * x  # noqa: E731
+
+    loss = diffusion.loss(model, x0, t=t, noise=noise)
+
+    alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[t]
+    a = alpha_bar.sqrt().view(-1, 1, 1, 1)
+    b = (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
+    x_t = a * x0.double() + b * noise.double()
+    expected = ((0.5 * x_t - noise.double()) ** 2).mean(dim=(1, 2, 3))
+    assert loss.shape == (4,)
+    torch.testing.assert_close(loss.double(), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_loss_draws_t_and_noise_when_not_given() -> None:
+    diffusion = Diffusion()
+    seen: list[Tensor] = []
+
+    def model(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        seen.append(t)
+        return torch.zeros_like(x)
+
+    loss = diffusion.loss(model, torch.zeros(256, 1, 2, 2))
+    assert loss.shape == (256,)
+    # With a zero prediction the loss is the mean of ε², about 1.
+    assert loss.mean().item() == pytest.approx(1.0, abs=0.1)
+    assert seen[0].min() >= 0 and seen[0].max() <= 999 and seen[0].unique().numel() > 100
+
+
+def test_oracle_model_has_zero_loss() -> None:
+    diffusion = Diffusion()
+    x0, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    oracle = lambda x, t, y: noise  # noqa: E731
+    loss = diffusion.loss(oracle, x0, t=torch.tensor([0, 1, 500, 999]), noise=noise)
+    assert torch.equal(loss, torch.zeros(4))
+
+
+def test_input_noise_changes_the_input_but_not_the_target() -> None:
+    x0, noise, delta = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 1, 500, 999])
+    inputs: list[Tensor] = []
+
+    def oracle(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        inputs.append(x)
+        return noise
+
+    clean, noisy = Diffusion(input_noise=0.0), Diffusion(input_noise=0.1)
+    assert torch.equal(clean.loss(oracle, x0, t=t, noise=noise, delta=delta), torch.zeros(4))
+    assert torch.equal(noisy.loss(oracle, x0, t=t, noise=noise, delta=delta), torch.zeros(4))
+    x_t = clean.q_sample(x0, t, noise)
+    torch.testing.assert_close(inputs[0], x_t)
+    torch.testing.assert_close(inputs[1], x_t + 0.1 * delta)
+    # Without an explicit δ a fresh draw is used: the input differs from x_t by σ_δ·N(0, I).
+    noisy.loss(oracle, x0, t=t, noise=noise)
+    assert (inputs[2] - x_t).std().item() == pytest.approx(0.1, rel=0.15)
+
+
+def test_noise_ratio() -> None:
+    diffusion = Diffusion()
+    t = torch.tensor([0, 250, 999])
+    noise = torch.randn(3, 3, 8, 8)
+    # For x_0 = 0, x_t = sqrt(1 - ᾱ_t) ε, so r_t = 1 / (1 - ᾱ_t) exactly.
+    ratio = diffusion.noise_ratio(torch.zeros(3, 3, 8, 8), t, noise)
+    torch.testing.assert_close(ratio, (1 / (1 - diffusion.alphas_cumprod[t])).float())
+    x0 = torch.randn(3, 3, 8, 8)
+    x_t = diffusion.q_sample(x0, t, noise)
+    expected = noise.pow(2).sum(dim=(1, 2, 3)) / x_t.pow(2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(diffusion.noise_ratio(x0, t, noise), expected)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampler_runs_end_to_end(sampler: str) -> None:
+    diffusion = Diffusion()
+    model = TinyEps()
+    calls: list[int] = []
+
+    def counting(x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        calls.append(x.shape[0])
+        assert t.shape == (x.shape[0],) and t.dtype == torch.long
+        return model(x, t, y)
+
+    out = diffusion.sample(counting, (2, 3, 8, 8), sampler=sampler, generator=seeded(0))
+    assert out.shape == (2, 3, 8, 8)
+    assert torch.isfinite(out).all()
+    assert out.min() >= -1 and out.max() <= 1
+    assert len(calls) == DEFAULT_STEPS[sampler]
+    assert set(calls) == {2}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_is_deterministic_for_a_fixed_generator(sampler: str) -> None:
+    diffusion = Diffusion()
+    model = TinyEps()
+
+    def draw(seed: int) -> Tensor:
+        return diffusion.sample(model, (2, 3, 8, 8), sampler=sampler, steps=10, generator=seeded(seed))
+
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize(
+    "sampler,steps", [("ddpm", 100), ("ddim", 50), ("dpm_solver", 50), ("dpm_solver", 10)]
+)
+def test_single_point_oracle_recovers_the_point(schedule: str, sampler: str, steps: int) -> None:
+    """Checks that our timestep index and ᾱ_t are the ones the diffusers scheduler steps with."""
+    diffusion = Diffusion(schedule=schedule)
+    x0_star = torch.linspace(-0.9, 0.9, 3 * 4 * 4).view(1, 3, 4, 4)
+    model = single_point_oracle(diffusion, x0_star)
+    out = diffusion.sample(model, (4, 3, 4, 4), sampler=sampler, steps=steps, generator=seeded(0))
+    # Observed error ≈ 3e-6 (float32); an off-by-one timestep gives ≈ 5e-3 to 1e-2.
+    assert (out - x0_star).abs().max().item() < 1e-4
+
+
+def test_single_point_oracle_detects_an_off_by_one_timestep() -> None:
+    """The oracle check has teeth: shifting the model's timestep by one step breaks recovery."""
+    diffusion = Diffusion()
+    x0_star = torch.linspace(-0.9, 0.9, 3 * 4 * 4).view(1, 3, 4, 4)
+    oracle = single_point_oracle(diffusion, x0_star)
+    shifted = lambda x, t, y: oracle(x, (t + 1).clamp(max=999), y)  # noqa: E731
+    out = diffusion.sample(shifted, (4, 3, 4, 4), sampler="ddim", steps=50, generator=seeded(0))
+    assert (out - x0_star).abs().max().item() > 1e-3
+
+
+def label_eps(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    """ε(x, t, y) = -0.1·x + 0.02·y: a prediction with a known, linear dependence on the label."""
+    return -0.1 * x + 0.02 * y.float().view(-1, 1, 1, 1)
+
+
+def test_cfg_with_scale_one_is_the_conditional_path() -> None:
+    diffusion = Diffusion()
+    y = torch.tensor([0, 3])
+    batches: list[Tensor] = []
+
+    def model(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        batches.append(labels)
+        return label_eps(x, t, labels)
+
+    out = diffusion.sample(model, (2, 3, 4, 4), "ddim", steps=10, y=y, num_classes=4, generator=seeded(0))
+    assert all(torch.equal(labels, y) for labels in batches)
+    unconditional_call = lambda x, t, _: label_eps(x, t, y)  # noqa: E731
+    expected = diffusion.sample(unconditional_call, (2, 3, 4, 4), "ddim", steps=10, generator=seeded(0))
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_cfg_combines_conditional_and_null_predictions(sampler: str) -> None:
+    """ε = ε(∅) + s·(ε(y) - ε(∅)): for ε = -0.1x + 0.02y that is -0.1x + 0.02(∅ + s(y - ∅))."""
+    diffusion = Diffusion()
+    num_classes, scale = 4, 3.0
+    y = torch.tensor([0, 1, 3])
+    batches: list[Tensor] = []
+
+    def model(x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        batches.append(labels)
+        return label_eps(x, t, labels)
+
+    guided_label = num_classes + scale * (y.float() - num_classes)
+    combined = lambda x, t, _: -0.1 * x + 0.02 * guided_label.view(-1, 1, 1, 1)  # noqa: E731
+    out = diffusion.sample(
+        model, (3, 3, 4, 4), sampler, steps=10, y=y,
+        guidance_scale=scale, num_classes=num_classes, generator=seeded(0),
+    )
+    expected = diffusion.sample(combined, (3, 3, 4, 4), sampler, steps=10, generator=seeded(0))
+    torch.testing.assert_close(out, expected)
+    # One forward of batch 2B per step: conditional labels, then the null label.
+    assert len(batches) == 10
+    assert all(torch.equal(labels, torch.tensor([0, 1, 3, 4, 4, 4])) for labels in batches)
+
+
+def test_bad_names_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="'quadratic'.*linear, cosine"):
+        Diffusion(schedule="quadratic")
+    diffusion = Diffusion()
+    with pytest.raises(ConfigError, match="'euler'.*ddpm, ddim, dpm_solver"):
+        diffusion.scheduler("euler")
+    with pytest.raises(ConfigError, match="'euler'.*ddpm, ddim, dpm_solver"):
+        diffusion.sample(TinyEps(), (1, 3, 4, 4), sampler="euler")
+    with pytest.raises(ConfigError, match="guidance_scale=2.0 needs class labels"):
+        diffusion.sample(TinyEps(), (1, 3, 4, 4), guidance_scale=2.0)
+    with pytest.raises(ConfigError, match="input_noise must be >= 0"):
+        Diffusion(input_noise=-0.1)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_hydra_configs_instantiate(schedule: str) -> None:
+    diffusion = instantiate(OmegaConf.load(CONF / f"{schedule}.yaml"))
+    assert isinstance(diffusion, Diffusion)
+    assert (diffusion.num_timesteps, diffusion.schedule, diffusion.input_noise) == (1000, schedule, 0.0)
