@@ -1,0 +1,173 @@
+"""What every data module shares: the (x, y) contract, the fixed validation subset, the loaders.
+
+A batch is ``(x, y)``: x float32 B×C×H×W in [-1, 1], y int64 (zeros for unconditional data).
+The validation loader serves a fixed subset of the held-out split, drawn once with a fixed seed,
+so that a validation loss or a probe batch (SPEC §4) changes only when the parameters change.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from scalelong.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[torch.Tensor, torch.Tensor]
+
+
+def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
+    """Map uint8 pixels 0..255 to float32 in [-1, 1] (0 -> -1, 255 -> 1)."""
+    return images.float() / 127.5 - 1.0
+
+
+def fixed_subset_indices(n: int, size: int, seed: int) -> list[int]:
+    """``min(size, n)`` distinct indices of ``range(n)``, the same for the same (n, size, seed), sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=generator)[: min(size, n)].tolist())
+
+
+class TensorImageDataset(Dataset[Sample]):
+    """Images held in memory as one tensor N×C×H×W; horizontal flips are drawn per item.
+
+    uint8 images are mapped to [-1, 1] per item; float images must already be in [-1, 1].
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, random_flip: bool = False) -> None:
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(
+                f"expected N×C×H×W images and N labels, got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        self.images = images
+        self.labels = labels.long()
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Sample:
+        x = self.images[index]
+        x = to_signed_unit(x) if x.dtype == torch.uint8 else x.float()
+        if self.random_flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, self.labels[index]
+
+
+def open_image(path: str | Path, mode: str) -> Image.Image:
+    """Decode one image file fully and convert it to ``mode`` ("RGB" or "L"); DataError if unreadable."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert(mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"Cannot read image file {path}: {err}. Replace or delete the file.") from err
+
+
+class ImageFileDataset(Dataset[Sample]):
+    """Images decoded from files per item, passed through ``preprocess`` (crop/resize), flipped at random.
+
+    ``preprocess`` raises ValueError for an image it cannot use; that becomes a DataError naming the file.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        preprocess: Callable[[Image.Image], Image.Image],
+        mode: str = "RGB",
+        random_flip: bool = False,
+    ) -> None:
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self.mode = mode
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        path, label = self.samples[index]
+        try:
+            image = self.preprocess(open_image(path, self.mode))
+        except ValueError as err:
+            raise DataError(f"Cannot use image file {path}: {err}.") from err
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
+        x = to_signed_unit(pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1))
+        if self.random_flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, torch.tensor(label, dtype=torch.long)
+
+
+class ImageDataModule(LightningDataModule, ABC):
+    """Base of all data modules: subclasses set the shape attributes and implement ``load_splits``.
+
+    Attributes set at construction (before ``setup``): ``image_size``, ``channels``, ``num_classes``
+    (0 for unconditional data). After ``setup``: ``train_set`` (full training split) and ``val_set``
+    (the fixed subset of ``val_size`` images of the held-out split, chosen with ``seed``).
+    """
+
+    image_size: int
+    channels: int
+    num_classes: int
+
+    def __init__(self, root: str, batch_size: int, num_workers: int, val_size: int, seed: int) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if val_size < 1:
+            raise ConfigError(f"data.val_size must be at least 1, got {val_size}.")
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_size = val_size
+        self.seed = seed
+        self.train_set: Dataset[Sample] | None = None
+        self.val_set: Dataset[Sample] | None = None
+
+    @abstractmethod
+    def load_splits(self) -> tuple[Dataset[Sample], Dataset[Sample]]:
+        """Return (training split, held-out split); raise DataError if the data is missing or unreadable."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load both splits once and fix the validation subset."""
+        if self.train_set is not None:
+            return
+        train_set, held_out = self.load_splits()
+        if len(held_out) < self.val_size:
+            log.info("val_size %d exceeds the held-out split; using all %d images", self.val_size, len(held_out))
+        self.train_set = train_set
+        self.val_set = Subset(held_out, fixed_subset_indices(len(held_out), self.val_size, self.seed))
+        log.info("%s: %d training images, %d validation images", type(self).__name__, len(train_set), len(self.val_set))
+
+    def train_dataloader(self) -> DataLoader[Sample]:
+        """Shuffled training batches; the last incomplete batch is dropped."""
+        self.setup("fit")
+        if len(self.train_set) < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} training images; "
+                "lower data.batch_size."
+            )
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader[Sample]:
+        """The fixed validation subset, in a fixed order."""
+        self.setup("validate")
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset[Sample], shuffle: bool, drop_last: bool) -> DataLoader[Sample]:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
