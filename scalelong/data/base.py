@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from scalelong.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 Sample = tuple[torch.Tensor, torch.Tensor]
+Key = int | tuple[int, bool]  # an index, or (index, flip) chosen by ResumableBatchSampler
 
 
 def to_signed_unit(images: torch.Tensor) -> torch.Tensor:
@@ -54,12 +55,47 @@ class TensorImageDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: Key) -> Sample:
+        index, flip = split_key(key, self.random_flip)
         x = self.images[index]
         x = to_signed_unit(x) if x.dtype == torch.uint8 else x.float()
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, self.labels[index]
+        return (x.flip(-1) if flip else x), self.labels[index]
+
+
+def split_key(key: Key, random_flip: bool) -> tuple[int, bool]:
+    """(index, flip) of a dataset key; a bare index draws its flip from the global RNG."""
+    if isinstance(key, tuple):
+        return key[0], random_flip and key[1]
+    return key, random_flip and bool(torch.rand(()) < 0.5)
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, bool]]]):
+    """Training batches whose order and flips are a function of (seed, epoch, position) only.
+
+    Epoch e uses the permutation and flip bits drawn from a generator seeded with (seed, e); rank
+    r of W processes takes batches r, r + W, ... of it. The first pass starts at batch
+    ``start`` (counted over all epochs), so a run resumed at step k reads exactly the batches an
+    uninterrupted run reads from step k on; later passes are whole epochs.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self.world_size)
+
+    def __iter__(self):
+        epoch, first = divmod(self.start, len(self))
+        self.start = (epoch + 1) * len(self)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        flips = (torch.rand(self.n, generator=generator) < 0.5).tolist()
+        for b in range(first, len(self)):
+            lo = (b * self.world_size + self.rank) * self.batch_size
+            yield [(order[i], flips[i]) for i in range(lo, lo + self.batch_size)]
 
 
 def open_image(path: str | Path, mode: str) -> Image.Image:
@@ -93,7 +129,8 @@ class ImageFileDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: Key) -> Sample:
+        index, flip = split_key(key, self.random_flip)
         path, label = self.samples[index]
         try:
             image = self.preprocess(open_image(path, self.mode))
@@ -101,9 +138,7 @@ class ImageFileDataset(Dataset[Sample]):
             raise DataError(f"Cannot use image file {path}: {err}.") from err
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
         x = to_signed_unit(pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1))
-        if self.random_flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, torch.tensor(label, dtype=torch.long)
+        return (x.flip(-1) if flip else x), torch.tensor(label, dtype=torch.long)
 
 
 class ImageDataModule(LightningDataModule, ABC):
@@ -148,26 +183,41 @@ class ImageDataModule(LightningDataModule, ABC):
         log.info("%s: %d training images, %d validation images", type(self).__name__, len(train_set), len(self.val_set))
 
     def train_dataloader(self) -> DataLoader[Sample]:
-        """Shuffled training batches; the last incomplete batch is dropped."""
+        """Shuffled training batches (the last incomplete one dropped), resumable at any step.
+
+        The batch sampler shards by rank itself, so the trainer runs with
+        ``use_distributed_sampler=False``.
+        """
         self.setup("fit")
         if len(self.train_set) < self.batch_size:
             raise ConfigError(
                 f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} training images; "
                 "lower data.batch_size."
             )
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        trainer = self.trainer
+        sampler = ResumableBatchSampler(
+            len(self.train_set),
+            self.batch_size,
+            self.seed,
+            start=trainer.global_step * trainer.accumulate_grad_batches if trainer else 0,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader[Sample]:
         """The fixed validation subset, in a fixed order."""
         self.setup("validate")
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: Dataset[Sample], shuffle: bool, drop_last: bool) -> DataLoader[Sample]:
         return DataLoader(
-            dataset,
+            self.val_set,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
+            shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
