@@ -8,11 +8,14 @@ from typing import Sequence
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scalelong.models.common import Backbone
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# ``${or_default:${hydra:job.override_dirname},default}`` names a run with no overrides "default".
+OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str | None = "train") -> DictConfig:

@@ -152,6 +152,7 @@ class ImageDataModule(LightningDataModule, ABC):
     image_size: int
     channels: int
     num_classes: int
+    shuffle_seed: int = 0  # seed of the training order; scalelong-train sets it to the run's seed
 
     def __init__(self, root: str, batch_size: int, num_workers: int, val_size: int, seed: int) -> None:
         super().__init__()
@@ -198,7 +199,7 @@ class ImageDataModule(LightningDataModule, ABC):
         sampler = ResumableBatchSampler(
             len(self.train_set),
             self.batch_size,
-            self.seed,
+            self.shuffle_seed,
             start=trainer.global_step * trainer.accumulate_grad_batches if trainer else 0,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,

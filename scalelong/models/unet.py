@@ -116,7 +116,7 @@ class UNet(Backbone):
             raise ConfigError(f"model.norm_groups={norm_groups} must divide every width ch*ch_mult")
         scaler = build_scaler(scaler)
         emb_dim = 4 * ch
-        self.ch = ch
+        self.img_size, self.ch = img_size, ch
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 

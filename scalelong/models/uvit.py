@@ -89,7 +89,7 @@ class UViT(Backbone):
         if embed_dim % num_heads:
             raise ConfigError(f"model.embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         scaler = build_scaler(scaler)
-        self.patch_size, self.embed_dim = patch_size, embed_dim
+        self.img_size, self.patch_size, self.embed_dim = img_size, patch_size, embed_dim
         self.grid = img_size // patch_size
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.label_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None

@@ -1,0 +1,175 @@
+"""The LightningModule: ε-prediction training of a backbone (SPEC §3), and checkpoint loading.
+
+Training is AdamW with linear warm-up then a constant learning rate; EMA of the weights is
+Lightning's ``EMAWeightAveraging`` callback, which swaps the EMA weights in for validation and
+stores them as the checkpoint's ``state_dict`` (the raw weights go to ``current_model_state``).
+Validation is the loss on fixed held-out (x_0, t, ε, δ), so curves compare across runs.
+
+Randomness: every training step reseeds the global RNG from (seed, step, rank), so t, ε, δ,
+dropout and label dropout are a function of the step, and a resumed run repeats an
+uninterrupted one exactly (the data order is resumable too, see ``ResumableBatchSampler``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from scalelong.diffusion import Diffusion
+from scalelong.errors import CheckpointError, ScaleLongError
+from scalelong.models.common import Backbone
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "scalelong_config"
+
+
+class NonFiniteLossError(ScaleLongError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``model`` to predict ε under ``diffusion``.
+
+    Args:
+        model: the backbone (its LSC scaler is part of it).
+        diffusion: noise schedule, objective and samplers.
+        lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up, then constant LR.
+        exclude_from_decay: put norms, biases, scalars (κ, α) and embeddings in a group
+            without weight decay.
+        seed: base of the per-step seeds and of the fixed validation draws.
+        config: the resolved run config, stored in every checkpoint so it rebuilds the model.
+    """
+
+    def __init__(
+        self,
+        model: Backbone,
+        diffusion: Diffusion,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.99, 0.999),
+        weight_decay: float = 0.03,
+        warmup_steps: int = 0,
+        exclude_from_decay: bool = True,
+        seed: int = 0,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.diffusion = model, diffusion
+        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.warmup_steps, self.exclude_from_decay = warmup_steps, exclude_from_decay
+        self.seed, self.config = seed, config
+
+    def labels(self, y: torch.Tensor) -> torch.Tensor | None:
+        """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
+        return y if self.model.num_classes else None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, y = batch
+        torch.manual_seed(self._step_seed())
+        loss = self.diffusion.loss(self.model, x0, self.labels(y)).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {self.global_step}; the run stopped and "
+                "the last good checkpoint is kept. Lower optim.lr, set trainer.gradient_clip_val, or "
+                "try a smaller scaler.kappa"
+            )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x0, y = batch
+        t, noise, delta = self.fixed_draws(x0, batch_idx)
+        loss = self.diffusion.loss(self.model, x0, self.labels(y), t=t, noise=noise, delta=delta)
+        self.log("val/loss", loss.mean(), prog_bar=True, sync_dist=True, batch_size=len(x0))
+
+    def fixed_draws(self, x0: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t, ε, δ) for held-out batch ``key``: the same in every validation of every run."""
+        g = torch.Generator().manual_seed(self.seed * 7919 + key)
+        t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        delta = torch.randn(x0.shape, generator=g)
+        return t.to(x0.device), noise.to(x0.device), delta.to(x0.device)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            plain = self.exclude_from_decay and (p.ndim < 2 or "embed" in name)
+            (no_decay if plain else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
+        warmup = max(1, self.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @torch.no_grad()
+    def sample(self, n: int, **kwargs: Any) -> torch.Tensor:
+        """n images in [-1, 1] from the current weights (EMA weights after loading a checkpoint)."""
+        m = self.model
+        shape = (n, m.in_chans, m.img_size, m.img_size)
+        was_training = m.training
+        m.eval()
+        try:
+            return self.diffusion.sample(m, shape, num_classes=m.num_classes, device=self.device, **kwargs)
+        finally:
+            m.train(was_training)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+    def _step_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.global_step) * max(1, self.trainer.world_size) + self.global_rank
+
+
+def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:
+    """Model, diffusion and optimiser settings from a run config; the resolved config is kept."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return DiffusionModule(
+        model=instantiate(cfg.model),
+        diffusion=instantiate(cfg.diffusion),
+        seed=cfg.seed,
+        config=resolved,
+        **cfg.optim,
+    )
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict of a scalelong run; CheckpointError naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                              "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err
+    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a scalelong checkpoint (no stored run config); "
+                              "use a .ckpt written by scalelong-train")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionModule:
+    """Rebuild the module of a scalelong checkpoint from its stored config and load its weights.
+
+    The checkpoint's ``state_dict`` holds the EMA weights when EMA was on (Lightning's
+    ``EMAWeightAveraging``), so the returned module samples with EMA weights.
+    """
+    ckpt = read_checkpoint(path, map_location)
+    module = build_module(ckpt[CONFIG_KEY])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {path} do not fit the model of its stored config: {err}") from err
+    log.info("loaded %s (step %s)", path, ckpt.get("global_step"))
+    return module.eval()
