@@ -18,10 +18,12 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
 
 
-def compose(overrides: Sequence[str] = (), config_name: str | None = "train") -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), config_name: str | None = "train", return_hydra_config: bool = False
+) -> DictConfig:
     """Compose a config like ``scalelong-train`` would, without running anything."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name, list(overrides), return_hydra_config=return_hydra_config)
 
 
 def build_model(preset: str, scaler: str = "none", overrides: Sequence[str] = ()) -> Backbone:

@@ -1,0 +1,67 @@
+"""Shared helpers: compose and run scalelong-train in-process on tiny settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from scalelong.config import compose
+
+# A U-ViT / UNet small enough for a few steps per second, on scikit-learn's bundled digits.
+TINY = {
+    "uvit": ["model=uvit_small", "model.embed_dim=32", "model.depth=4", "model.num_heads=2"],
+    "unet": ["model=unet_small", "model.ch=16", "model.norm_groups=8", "model.attn_resolutions=[7]"],
+}
+FAST = [
+    "data=digits",
+    "data.batch_size=16",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.samples.num_samples=4",
+    "callbacks.samples.steps=3",
+    "callbacks.checkpoint.every_n_train_steps=2",
+    "optim.warmup_steps=1",
+]
+
+
+def run_config(tmp_path: Path, overrides: list[str], run_name: str = "run"):
+    """Compose like the command line would and point the run directory into tmp_path."""
+    cfg = compose([*FAST, *overrides], config_name="train", return_hydra_config=True)
+    run_dir = tmp_path / run_name
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.override_dirname = run_name
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    cfg.paths.data_dir = str(tmp_path / "data")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg, run_dir
+
+
+@pytest.fixture
+def train_run(tmp_path: Path):
+    """``train_run(overrides, run_name) -> (metrics, run_dir)``: one in-process training run."""
+    from scalelong.train import train
+
+    def run(overrides: list[str], run_name: str = "run"):
+        cfg, run_dir = run_config(tmp_path, overrides, run_name)
+        return train(cfg, run_dir), run_dir
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_two_threads():
+    torch.set_num_threads(2)
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    yield

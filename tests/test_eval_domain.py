@@ -1,0 +1,106 @@
+"""Domain-feature FID: the small classifier, its cache, and FID on real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from scalelong.errors import ConfigError
+from scalelong.eval import domain
+from scalelong.eval.domain import DomainClassifier, DomainFeatures, domain_features
+from scalelong.eval.fid import extract_stats, fid_from_stats, metric_name, to_uint8
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def digits(n_train: int = 1400) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's 8×8 digits (values 0–16) as [-1, 1] images, split into train and test."""
+    data = load_digits()
+    x = torch.from_numpy(data.images).float().div(8).sub(1).unsqueeze(1)
+    y = torch.from_numpy(data.target).long()
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def test_classifier_shapes_and_parameter_count() -> None:
+    model = DomainClassifier()
+    assert sum(p.numel() for p in model.parameters()) == 216_250
+    x = torch.zeros(5, 1, 28, 28)
+    assert model(x).shape == (5, 10) and model.features(x).shape == (5, 128)
+
+
+def test_digits_classifier_is_cached_with_accuracy(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, test = digits()
+    extractor = domain_features("digits", tmp_path, train, test, epochs=8, batch_size=64, feature_dim=32)
+    assert extractor.accuracy > 0.9
+    assert extractor.num_features == 32 and metric_name("fid", extractor) == "fid_digits"
+    assert extractor.extractor_id.startswith("domain-digits/")
+    ckpt = torch.load(tmp_path / "domain_digits.pt", weights_only=True)
+    assert ckpt["accuracy"] == extractor.accuracy and ckpt["feature_dim"] == 32
+    assert ckpt["data_id"] == domain.data_hash(*train)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached classifier should have been used")
+
+    monkeypatch.setattr(domain, "train_domain_classifier", no_training)
+    for cached in (domain_features("digits", tmp_path, train, test), domain_features("digits", tmp_path)):
+        assert cached.extractor_id == extractor.extractor_id and cached.accuracy == extractor.accuracy
+        images = to_uint8(test[0][:7])
+        torch.testing.assert_close(cached(images), extractor(images))
+    with pytest.raises(AssertionError, match="cached"):  # other training data: retrain
+        domain_features("digits", tmp_path, (train[0][:100], train[1][:100]), test)
+
+
+def test_domain_features_input_checks_and_missing_cache(tmp_path) -> None:
+    extractor = DomainFeatures(DomainClassifier(), "fashion_mnist", 0.0, "0" * 64)
+    extractor.train()
+    assert not extractor.classifier.training
+    assert extractor(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 128)
+    with pytest.raises(TypeError, match="uint8"):
+        extractor(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match=r"\(1, 28, 28\)"):
+        extractor(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ConfigError, match="domain_fashion_mnist.pt"):
+        domain_features("fashion_mnist", tmp_path)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (big-endian dims after a 4-byte magic whose last byte is the rank), gzipped."""
+    with gzip.open(path) as f:
+        raw = f.read()
+    dims = np.frombuffer(raw, ">u4", count=raw[3], offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
+
+
+def fashion_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images = read_idx(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz")
+    labels = read_idx(FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz")
+    x = torch.from_numpy(images.copy()).float().div(127.5).sub(1).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_domain_fid(tmp_path) -> None:
+    train, test = fashion_mnist("train"), fashion_mnist("t10k")
+    assert train[0].shape == (60000, 1, 28, 28) and test[0].shape == (10000, 1, 28, 28)
+    cpu_start = time.process_time()
+    extractor = domain_features("fashion_mnist", tmp_path, train, test)
+    # < 2 min on 2 cores (≈ 35 s wall alone); CPU time, not wall time, so other jobs on the machine don't count.
+    assert time.process_time() - cpu_start < 2 * 120
+    assert extractor.accuracy > 0.88
+    assert metric_name("fid", extractor) == "fid_fashion_mnist"
+
+    images = to_uint8(test[0])
+    half_a = extract_stats(extractor, images[:5000].split(1000))
+    half_b = extract_stats(extractor, images[5000:].split(1000))
+    noise = torch.randint(0, 256, (5000, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    real_vs_real = fid_from_stats(half_a, half_b)
+    real_vs_noise = fid_from_stats(extract_stats(extractor, noise.split(1000)), half_b)
+    assert real_vs_real < 0.1 * real_vs_noise
+    assert abs(fid_from_stats(half_a, half_a)) < 1e-6 * real_vs_noise

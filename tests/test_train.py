@@ -1,0 +1,121 @@
+"""End-to-end training from composed Hydra configs: runs, resume, checkpoints, faults."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from scalelong.errors import CheckpointError, ConfigError
+from scalelong.lit import NonFiniteLossError, load_checkpoint
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def series(rows: list[dict[str, str]], key: str) -> dict[int, float]:
+    return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+@pytest.mark.parametrize("backbone", ["uvit", "unet"])
+@pytest.mark.parametrize("scaler", ["none", "cs", "ls"])
+def test_end_to_end_run_trains_validates_checkpoints_and_samples(train_run, backbone, scaler):
+    metrics, run_dir = train_run([*TINY[backbone], f"scaler={scaler}", "trainer.max_steps=4"])
+    assert metrics["step"] == 4
+    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+    rows = read_metrics(run_dir)
+    assert sorted(series(rows, "val/loss")) == [1, 3]  # validation after steps 2 and 4 (0-based 1, 3)
+    assert len(series(rows, "train/loss")) == 4
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "samples" / "step_0000004.png").is_file()
+    assert (run_dir / "summary.json").is_file()
+
+    # The checkpoint rebuilds its model, with the right scaler, from the stored config alone.
+    module = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert type(module.model.skip_scales[0]).__name__ == {
+        "none": "ConstantScale", "cs": "ConstantScale", "ls": "GatedScale"}[scaler]
+    if scaler == "cs":
+        assert module.model.kappas()[1] == 0.5
+    images = module.sample(2, sampler="ddim", steps=3)
+    assert images.shape == (2, 1, 28, 28) and images.abs().max() <= 1
+
+
+def test_checkpoint_state_dict_holds_the_ema_weights(train_run):
+    _, run_dir = train_run([*TINY["uvit"], "trainer.max_steps=4", "callbacks.ema.decay=0.5"])
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    ema, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    key = "model.out_blocks.0.skip_linear.weight"
+    assert not torch.equal(ema[key], raw[key])
+    assert ckpt["scalelong_config"]["scaler"]["_target_"] == "scalelong.scalers.ConstantScaling"
+
+
+def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(train_run):
+    base = [*TINY["unet"], "scaler=ls", "model.dropout=0.1", "trainer.val_check_interval=3",
+            "callbacks.checkpoint.every_n_train_steps=3"]
+    _, straight = train_run([*base, "trainer.max_steps=6"], run_name="straight")
+    train_run([*base, "trainer.max_steps=3"], run_name="resumed")
+    _, resumed = train_run([*base, "trainer.max_steps=6"], run_name="resumed")  # ckpt_path=auto
+    a, b = series(read_metrics(straight), "train/loss"), series(read_metrics(resumed), "train/loss")
+    assert sorted(a) == list(range(6)) and sorted(b) == list(range(6))
+    for step in range(6):
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6)
+    wa = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    wb = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert wa["global_step"] == wb["global_step"] == 6
+    for key in ("state_dict", "current_model_state"):
+        for name, tensor in wa[key].items():
+            assert torch.allclose(tensor, wb[key][name], atol=1e-6), (key, name)
+
+
+def test_explicit_ckpt_path_resumes_and_a_corrupt_one_is_named(train_run, tmp_path):
+    _, first = train_run([*TINY["uvit"], "trainer.max_steps=2"], run_name="first")
+    ckpt = first / "checkpoints" / "last.ckpt"
+    metrics, _ = train_run([*TINY["uvit"], "trainer.max_steps=4", f"ckpt_path={ckpt}"], run_name="other")
+    assert metrics["step"] == 4
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="bad.ckpt cannot be read"):
+        train_run([*TINY["uvit"], f"ckpt_path={bad}"], run_name="bad")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(train_run):
+    _, run_dir = train_run([*TINY["uvit"], "trainer.max_steps=2"], run_name="nan")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = hashlib.sha256(last.read_bytes()).hexdigest()
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        train_run([*TINY["uvit"], "trainer.max_steps=4", "diffusion.input_noise=1e39"], run_name="nan")
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == before
+
+
+def test_model_and_data_geometry_mismatch_is_one_config_error(train_run):
+    with pytest.raises(ConfigError, match="model expects 3×32×32 images but data gives 1×28×28"):
+        train_run(["model=uvit_s2_cifar10", "model.embed_dim=32", "model.depth=2", "model.num_heads=2"])
+
+
+def test_class_conditional_training_and_guided_sampling(train_run):
+    _, run_dir = train_run([*TINY["uvit"], "model.num_classes=10", "trainer.max_steps=2",
+                            "callbacks.samples.guidance_scale=2.0"])
+    module = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert module.model.num_classes == 10
+    images = module.sample(3, sampler="dpm_solver", steps=3, y=torch.tensor([0, 1, 2]), guidance_scale=3.0)
+    assert images.shape == (3, 1, 28, 28) and torch.isfinite(images).all()
+
+
+@pytest.mark.slow
+def test_short_real_training_lowers_the_validation_loss(train_run):
+    """uvit tiny on digits: the EMA validation loss after 300 steps is well below its start."""
+    metrics, run_dir = train_run([*TINY["uvit"], "data.batch_size=32", "trainer.max_steps=300",
+                                  "trainer.val_check_interval=50", "trainer.limit_val_batches=4",
+                                  "callbacks.ema.decay=0.99", "callbacks.checkpoint.every_n_train_steps=100",
+                                  "optim.lr=1e-3", "optim.warmup_steps=20"])
+    val = series(read_metrics(run_dir), "val/loss")
+    first, last = val[min(val)], val[max(val)]
+    assert last < 0.6 * first, val
