@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -14,8 +15,25 @@ from scalelong.models.common import Backbone
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-# ``${or_default:${hydra:job.override_dirname},default}`` names a run with no overrides "default".
-OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
+# Overrides of these fields change how a run is executed or observed, not what it computes, so
+# they do not name the run directory (a longer trainer.max_steps resumes the same run).
+_UNNAMED_PREFIXES = ("trainer.", "callbacks.", "logger.", "paths.", "hydra", "ckpt_path", "run_name")
+
+
+def run_name(override_dirname: str, max_len: int = 120) -> str:
+    """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
+
+    Group choices (``trainer-ddp_cpu``) and model, scaler, data, diffusion, optim and seed
+    fields name the run; names longer than ``max_len`` end in a hash of the full name.
+    """
+    items = [it for it in override_dirname.split("__") if it and not it.startswith(_UNNAMED_PREFIXES)]
+    name = "__".join(items) or "default"
+    if len(name) > max_len:
+        name = f"{name[: max_len - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
 def compose(
