@@ -46,6 +46,6 @@ def compose(
 
 def build_model(preset: str, scaler: str = "none", overrides: Sequence[str] = ()) -> Backbone:
     """A backbone from a ``conf/model`` preset and a ``conf/scaler`` option, e.g.
-    ``build_model("uvit_s2_cifar10", "cs", ["scaler.kappa=0.7"])``."""
-    cfg = compose([f"+model={preset}", f"+scaler={scaler}", *overrides], config_name=None)
+    ``build_model("uvit_s2_cifar10", "cs", ["cs_kappa=0.7"])``."""
+    cfg = compose([f"model={preset}", f"scaler={scaler}", *overrides])
     return instantiate(cfg.model)
