@@ -64,6 +64,7 @@ class DiffusionModule(L.LightningModule):
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
         self.warmup_steps, self.exclude_from_decay = warmup_steps, exclude_from_decay
         self.seed, self.config = seed, config
+        self.last_losses: tuple[torch.Tensor, torch.Tensor] | None = None  # (t, per-sample loss)
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -72,7 +73,10 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, y = batch
         torch.manual_seed(self._step_seed())
-        loss = self.diffusion.loss(self.model, x0, self.labels(y)).mean()
+        t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), device=x0.device)
+        per_sample = self.diffusion.loss(self.model, x0, self.labels(y), t=t)
+        self.last_losses = (t, per_sample.detach())  # for callbacks (loss per timestep range)
+        loss = per_sample.mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss.item()} at step {self.global_step}; the run stopped and "
