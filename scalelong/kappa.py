@@ -73,14 +73,14 @@ def noise_ratio_stats(
 
     Each image gets ``n_t_per_image`` draws of t ~ U{0, …, T−1} and ε_t ~ N(0, I); x_t is the
     forward process of ``diffusion``. ``images`` is one B×… tensor or an iterable of batches
-    (tensors, or ``(x, y)`` pairs as the data modules yield). Computed in float64 on the CPU with
-    ``generator`` (CPU) so the result is reproducible; ``max_images`` stops early.
+    (tensors, or ``(x, y)`` pairs as the data modules yield). Computed in float64, with the draws
+    made on the CPU by ``generator`` so the result is reproducible; ``max_images`` stops early.
     """
     if n_t_per_image < 1:
         raise ConfigError(f"n_t_per_image={n_t_per_image} must be at least 1")
     if not 0 < quantile < 1:
         raise ConfigError(f"quantile={quantile} must lie in (0, 1) (the paper uses 0.97)")
-    alphas_cumprod = diffusion.alphas_cumprod.detach().cpu().double()
+    device = diffusion.alphas_cumprod.device
     batches = [images] if isinstance(images, Tensor) else images
     ratios, energies, seen = [], [], 0
     for batch in batches:
@@ -91,10 +91,9 @@ def noise_ratio_stats(
             break
         seen += len(x0)
         x0 = x0.flatten(1).repeat_interleave(n_t_per_image, dim=0)
-        t = torch.randint(0, len(alphas_cumprod), (len(x0),), generator=generator)
+        t = torch.randint(0, diffusion.num_timesteps, (len(x0),), generator=generator)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-        alpha_bar = alphas_cumprod[t].unsqueeze(1)
-        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps  # paper Eq. (1)
+        x_t = diffusion.q_sample(x0.to(device), t.to(device), eps.to(device)).cpu()  # paper Eq. (1)
         energy = x_t.pow(2).sum(1)
         ratios.append(eps.pow(2).sum(1) / energy)
         energies.append(energy / x0.shape[1])
@@ -136,8 +135,8 @@ def solve_kappa(target: float, num_skips: int, tol: float = 1e-12) -> float:
         raise ConfigError(f"num_skips={num_skips} must be at least 1")
     if not math.isfinite(target):
         raise ConfigError(f"target Σκ_i² = {target} must be a finite number")
-    if target <= 1 or num_skips == 1:
-        return 0.0 if target <= 1 else 1.0
+    if target <= 1:
+        return 0.0
     if target >= num_skips:
         return 1.0
     lo, hi = 0.0, 1.0

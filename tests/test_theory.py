@@ -163,3 +163,8 @@ def test_m0_of_a_linear_mlp_block_pair_is_its_matrix_norm():
     product = net.b[0][0].weight @ net.a[0][0].weight
     estimate = spectral_norm_jacobian(lambda z: net.b[0](net.a[0](z)), x, iters=500, per_sample=True)
     torch.testing.assert_close(estimate, torch.linalg.matrix_norm(product, ord=2).expand(2), rtol=1e-3, atol=0)
+
+
+def test_per_sample_power_iteration_needs_a_batch_axis():
+    with pytest.raises(ValueError, match="batch axis"):
+        spectral_norm_jacobian(lambda x: 2 * x, torch.ones(3), per_sample=True)
