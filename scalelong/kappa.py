@@ -16,17 +16,23 @@ of its settings to [0.5, 0.95]. ``choose_kappa`` takes the geometric midpoint, 0
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import hydra
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 from torch import Tensor
+from torch.utils.data import DataLoader, Subset
 
+from scalelong.config import CONF_DIR
 from scalelong.diffusion import Diffusion
 from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.scalers import NoScaling
 
 log = logging.getLogger(__name__)
 
@@ -230,50 +236,60 @@ def kappa_range_report(
     )
 
 
-def _load_images(name: str, root: str, num_images: int, width: int, seed: int) -> Tensor:
-    """x_0 for the CLI: a dataset's training images, or ``uniform`` U[−1, 1] (Lemma 3.2)."""
-    if name == "uniform":
-        generator = torch.Generator().manual_seed(seed)
-        return torch.rand(num_images, width, generator=generator) * 2 - 1
-    from scalelong.data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule
-
-    modules = {"digits": DigitsDataModule, "fashion_mnist": FashionMNISTDataModule, "cifar10": CIFAR10DataModule}
-    if name not in modules:
-        raise ConfigError(f"--data {name!r} is unknown; use uniform or one of {', '.join(modules)}")
-    data = modules[name](root=root)
-    data.setup("fit")
-    n = min(num_images, len(data.train_set))
-    return torch.stack([data.train_set[i][0] for i in range(n)])
+def training_images(datamodule, num_images: int) -> Tensor:
+    """The first ``num_images`` training images x_0 of a data module (in [-1, 1])."""
+    datamodule.setup("fit")
+    subset = Subset(datamodule.train_set, range(min(num_images, len(datamodule.train_set))))
+    return torch.cat([x for x, _ in DataLoader(subset, batch_size=256)])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``scalelong-kappa``: print the Sec. 4.1 κ range for a dataset and noise schedule."""
-    parser = argparse.ArgumentParser(prog="scalelong-kappa", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="fashion_mnist", help="uniform, digits, fashion_mnist or cifar10")
-    parser.add_argument("--root", default="data", help="dataset root directory")
-    parser.add_argument("--num-skips", type=int, default=6, help="N, the number of long skips")
-    parser.add_argument("--schedule", default="linear", help="linear or cosine")
-    parser.add_argument("--timesteps", type=int, default=1000)
-    parser.add_argument("--num-images", type=int, default=2000)
-    parser.add_argument("--n-t", type=int, default=8, help="timesteps drawn per image")
-    parser.add_argument("--width", type=int, default=784, help="m for --data uniform")
-    parser.add_argument("--rule", default="geometric", choices=RULES)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def num_skips_of(model_cfg: DictConfig) -> int:
+    """N of a model config, from a parameter-free (meta-device) build."""
+    with torch.device("meta"):
+        return instantiate(model_cfg, scaler=NoScaling()).num_skips
+
+
+def kappa_for_config(cfg: DictConfig, report: bool = False) -> tuple[float, str]:
+    """The Sec. 4.1 κ for a run config (its data, schedule and model's N), and the report text.
+
+    ``cfg.kappa_tool`` (``num_images``, ``n_t``, ``rule``, ``seed``) sets the sample sizes.
+    """
+    tool = cfg.get("kappa_tool") or {}
+    diffusion = instantiate(cfg.diffusion)
+    images = training_images(instantiate(cfg.data), tool.get("num_images", 2000))
+    n = num_skips_of(cfg.model)
+    rule, n_t, seed = tool.get("rule", "geometric"), tool.get("n_t", 8), tool.get("seed", 0)
+
+    def draws() -> dict:  # the same (t, ε) draws for the value and for its report
+        return {"n_t_per_image": n_t, "generator": torch.Generator().manual_seed(seed)}
+
+    kappa = auto_kappa(diffusion, images, n, rule, **draws())
+    return kappa, kappa_range_report(diffusion, images, n, rule, **draws()) if report else ""
+
+
+def resolve_auto_kappa(cfg: DictConfig) -> float | None:
+    """``scaler.kappa: auto`` (or ``cs_kappa=auto``): measure κ, write it into ``cfg``, return it."""
+    if cfg.scaler.get("kappa") != "auto":
+        return None
+    kappa, _ = kappa_for_config(cfg)
+    with open_dict(cfg):
+        cfg.scaler.kappa = kappa
+    return kappa
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="kappa", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
     try:
-        diffusion = Diffusion(args.timesteps, args.schedule)
-        images = _load_images(args.data, args.root, args.num_images, args.width, args.seed)
-        report = kappa_range_report(
-            diffusion, images, args.num_skips, args.rule,
-            n_t_per_image=args.n_t, generator=torch.Generator().manual_seed(args.seed),
-        )
+        print(kappa_for_config(cfg, report=True)[1])
     except ScaleLongError as err:
-        log.error("%s", err)
-        return 1
-    print(report)
-    return 0
+        sys.exit(f"scalelong-kappa: {err}")
+
+
+def main() -> None:
+    """``scalelong-kappa data=... model=...``: print the Sec. 4.1 κ range for a data set, a noise
+    schedule and a model's number of long skips."""
+    _hydra_main()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from scalelong.config import CONF_DIR
 from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.kappa import resolve_auto_kappa
 from scalelong.lit import DiffusionModule, build_module, read_checkpoint
 
 log = logging.getLogger("scalelong.train")
@@ -33,6 +34,7 @@ log = logging.getLogger("scalelong.train")
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Build everything from ``cfg``, fit, and return the final metrics (also in summary.json)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    auto = resolve_auto_kappa(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.shuffle_seed = cfg.seed
     module = build_module(cfg)
@@ -44,6 +46,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,
              cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips,
              sum(p.numel() for p in module.parameters()) / 1e6, f", resuming {ckpt}" if ckpt else "")
+    if auto is not None:
+        log.info("scaler.kappa=auto chose kappa = %.4f (paper Sec. 4.1)", auto)
+        for logger in loggers:
+            logger.log_metrics({"kappa/auto": auto}, step=0)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step

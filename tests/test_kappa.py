@@ -14,7 +14,6 @@ from scalelong.kappa import (
     choose_kappa,
     kappa_range,
     kappa_range_report,
-    main,
     noise_ratio_stats,
     skip_energy,
     solve_kappa,
@@ -153,11 +152,13 @@ def test_auto_kappa_and_report_agree():
     assert f"{stats.mean:.4f}" in report and f"{kappa:.4f}" in report and "q97" in report
 
 
-def test_cli_prints_the_report(capsys):
-    assert main(["--data", "uniform", "--num-images", "200", "--width", "64", "--num-skips", "4"]) == 0
-    out = capsys.readouterr().out
-    assert "kappa range for N = 4 skips" in out and "chosen kappa" in out
+def test_kappa_for_a_run_config_uses_its_data_schedule_and_model_depth(tmp_path):
+    from scalelong.config import compose
+    from scalelong.kappa import kappa_for_config
 
-
-def test_cli_rejects_an_unknown_dataset(capsys):
-    assert main(["--data", "mnist-typo"]) == 1
+    cfg = compose(["data=digits", "model=uvit_deep", "kappa_tool.num_images=300",
+                   f"paths.data_dir={tmp_path}"], config_name="kappa")
+    kappa, report = kappa_for_config(cfg, report=True)
+    assert "kappa range for N = 10 skips" in report and f"{kappa:.4f}" in report
+    low, high = (float(v) for v in report.split("skips: [")[1].split("]")[0].split(","))
+    assert 0 < low < kappa < high <= 1

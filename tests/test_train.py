@@ -119,3 +119,12 @@ def test_short_real_training_lowers_the_validation_loss(train_run):
     val = series(read_metrics(run_dir), "val/loss")
     first, last = val[min(val)], val[max(val)]
     assert last < 0.6 * first, val
+
+
+def test_kappa_auto_measures_kappa_on_the_data_and_stores_it(train_run):
+    _, run_dir = train_run([*TINY["uvit"], "cs_kappa=auto", "trainer.max_steps=2", "+kappa_tool.num_images=300"])
+    stored = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["scalelong_config"]
+    kappa = stored["scaler"]["kappa"]
+    assert isinstance(kappa, float) and 0.3 < kappa < 0.9  # digits: range about [0.38, 0.67]
+    assert series(read_metrics(run_dir), "kappa/auto")[0] == pytest.approx(kappa)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt").model.kappas()[1] == pytest.approx(kappa)
