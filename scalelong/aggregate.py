@@ -1,0 +1,81 @@
+"""``scalelong-aggregate DIR [DIR ...]``: one table over the runs of a sweep, averaged over seeds.
+
+Every run directory holds ``summary.json`` (final metrics) and ``.hydra/overrides.yaml``. Runs
+whose overrides agree except for ``seed`` form one group; each metric is reported as
+mean ± standard deviation over the group's seeds, with the number of seeds.
+
+    scalelong-train -m scaler=none,cs,ls seed=0,1,2 trainer.max_steps=2000
+    scalelong-aggregate outputs/multirun/2026-11-24_17-00-00 --metrics val/loss
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+IGNORED = ("seed=", "trainer.", "callbacks.", "logger", "hydra", "ckpt_path", "paths.", "run_name")
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories (holding summary.json) at or below ``paths``."""
+    return sorted({p.parent for root in paths for p in Path(root).rglob("summary.json")})
+
+
+def group_key(run: Path) -> str:
+    """The run's overrides that define what it computes, without its seed."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    kept = sorted(o for o in overrides or [] if not o.lstrip("+~").startswith(IGNORED))
+    return " ".join(kept) or "(defaults)"
+
+
+def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
+    """Rows ``{"group", "n", metric: (mean, std)}``, one per group, in sorted group order."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[group_key(run)].append(json.loads((run / "summary.json").read_text()))
+    rows = []
+    for key in sorted(groups):
+        summaries = groups[key]
+        names = metrics or sorted({k for s in summaries for k in s if k != "step"})
+        row: dict = {"group": key, "n": len(summaries)}
+        for name in names:
+            values = [float(s[name]) for s in summaries if name in s]
+            if values:
+                row[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    names = sorted({k for r in rows for k in r if k not in ("group", "n")})
+    lines = ["| runs | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for r in rows:
+        cells = [f"{r[n][0]:.4g} ± {r[n][1]:.2g}" if n in r and math.isfinite(r[n][0]) else "" for n in names]
+        lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scalelong-aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--metrics", nargs="*", help="metric names (default: all in summary.json)")
+    parser.add_argument("--out", type=Path, help="also write the table to this .md file")
+    args = parser.parse_args(argv)
+    runs = find_runs(args.paths)
+    if not runs:
+        parser.exit(1, f"scalelong-aggregate: no run with summary.json under {', '.join(map(str, args.paths))}\n")
+    table = to_markdown(aggregate(runs, args.metrics))
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""scalelong-aggregate: grouping runs by overrides without the seed, mean ± std per metric."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scalelong.aggregate import aggregate, find_runs, main
+
+
+def fake_run(root: Path, name: str, overrides: list[str], val: float) -> None:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / "summary.json").write_text(json.dumps({"val/loss": val, "step": 10}))
+
+
+def test_groups_over_seeds_and_reports_mean_and_std(tmp_path, capsys):
+    for seed, (a, b) in enumerate([(1.0, 0.5), (3.0, 0.7)]):
+        fake_run(tmp_path, f"none{seed}", ["scaler=none", f"seed={seed}", "trainer.max_steps=10"], a)
+        fake_run(tmp_path, f"cs{seed}", ["scaler=cs", f"seed={seed}"], b)
+    rows = aggregate(find_runs([tmp_path]))
+    by_group = {r["group"]: r for r in rows}
+    assert set(by_group) == {"scaler=cs", "scaler=none"}
+    assert by_group["scaler=none"]["n"] == 2
+    assert by_group["scaler=none"]["val/loss"] == pytest.approx((2.0, 2 ** 0.5))
+    assert by_group["scaler=cs"]["val/loss"][0] == pytest.approx(0.6)
+    main([str(tmp_path), "--out", str(tmp_path / "t.md")])
+    out = capsys.readouterr().out
+    assert "| scaler=none | 2 | 2 ± 1.4 |" in out
+    assert (tmp_path / "t.md").read_text().strip() == out.strip()
+
+
+def test_no_runs_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "no run with summary.json" in capsys.readouterr().err
