@@ -1,0 +1,7 @@
+"""Evaluation (SPEC §4): FID/KID features and statistics, domain-feature FID, convergence speed-up.
+
+- :mod:`scalelong.eval.inception`: Inception-v3 2015-12-05 pool3 features and where the weights come from.
+- :mod:`scalelong.eval.domain`: a small classifier trained once per dataset for the CPU-scale ``fid_<name>``.
+- :mod:`scalelong.eval.fid`: Fréchet distance, cached reference statistics, torchmetrics FID/KID.
+- :mod:`scalelong.eval.speedup`: steps to a target value and speed-up over a baseline run.
+"""

@@ -113,7 +113,8 @@ def train_domain_classifier(
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
-            log.info("domain classifier epoch %d: loss %.4f (%.1f s)", epoch + 1, total / n, time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            log.info("domain classifier epoch %d: loss %.4f (%.1f s)", epoch + 1, total / n, elapsed)
     return model.eval()
 
 
@@ -164,10 +165,11 @@ class DomainFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Features of uint8 images N×C×H×W with the classifier's channels and size."""
         if images.dtype != torch.uint8:
-            raise TypeError(f"domain features take uint8 images (see scalelong.eval.fid.to_uint8), got {images.dtype}")
+            raise TypeError(f"domain features take uint8 images (scalelong.eval.fid.to_uint8), got {images.dtype}")
         expected = (self.classifier.config["in_channels"], *(2 * [self.classifier.config["image_size"]]))
         if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"domain classifier '{self.name}' takes C×H×W = {expected}, got {tuple(images.shape[1:])}")
+            got = tuple(images.shape[1:])
+            raise ValueError(f"domain classifier '{self.name}' takes C×H×W = {expected}, got {got}")
         return self.classifier.features(images.float() / 127.5 - 1.0)
 
 

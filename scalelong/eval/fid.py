@@ -99,7 +99,7 @@ def extract_stats(extractor: nn.Module, batches: Iterable[Tensor]) -> FeatureSta
     return FeatureStats(mu.cpu().numpy(), sigma.cpu().numpy(), count, extractor.extractor_id)
 
 
-def _sqrt_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _eigh_psd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (clamped at 0) and eigenvectors of a symmetric positive semi-definite matrix."""
     w, v = np.linalg.eigh((m + m.T) / 2)
     return np.clip(w, 0, None), v
@@ -111,9 +111,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     Σ₁^½ Σ₂ Σ₁^½ is symmetric with the eigenvalues of Σ₁Σ₂, so Tr (Σ₁Σ₂)^½ is the sum of the square
     roots of its eigenvalues; symmetric eigendecompositions keep this real and stable for singular Σ.
     """
-    w1, v1 = _sqrt_psd(np.asarray(sigma1, np.float64))
+    w1, v1 = _eigh_psd(np.asarray(sigma1, np.float64))
     root1 = (v1 * np.sqrt(w1)) @ v1.T
-    w, _ = _sqrt_psd(root1 @ np.asarray(sigma2, np.float64) @ root1)
+    w, _ = _eigh_psd(root1 @ np.asarray(sigma2, np.float64) @ root1)
     diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(w).sum())
 
@@ -176,10 +176,11 @@ def fid_metric(extractor: nn.Module, reference: FeatureStats | None = None) -> F
                 f"reference statistics are of '{reference.extractor_id}', the extractor is "
                 f"'{extractor.extractor_id}'; recompute them with reference_stats"
             )
-        mu = torch.from_numpy(reference.mu)
-        metric.real_features_sum = mu * reference.count
-        metric.real_features_cov_sum = torch.from_numpy(reference.sigma) * (reference.count - 1) + reference.count * torch.outer(mu, mu)
-        metric.real_features_num_samples = torch.tensor(reference.count)
+        # torchmetrics keeps Σx, Σxxᵀ and n; Σxxᵀ = (n − 1)Σ + n μμᵀ.
+        n, mu, sigma = reference.count, torch.from_numpy(reference.mu), torch.from_numpy(reference.sigma)
+        metric.real_features_sum = n * mu
+        metric.real_features_cov_sum = (n - 1) * sigma + n * torch.outer(mu, mu)
+        metric.real_features_num_samples = torch.tensor(n)
     return metric
 
 

