@@ -1,0 +1,87 @@
+"""scalelong-dashboard: PNGs, summary and HTML from two short runs; the wandb workspace spec offline."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import TINY
+from scalelong.config import compose
+from scalelong.dashboard import build_workspace, load_run, main, read_metrics, summary
+
+QUICK = [
+    "callbacks=stability", "trainer.max_steps=6",
+    "callbacks.features.every_n_steps=1", "callbacks.features.window=2", "callbacks.features.probe_size=4",
+    "callbacks.gradients.every_n_steps=1", "callbacks.gradients.window=2",
+    "callbacks.kappa.every_n_steps=3", "callbacks.noise_ratio.num_images=32",
+    "callbacks.robustness.every_n_steps=3", "callbacks.robustness.probe_size=4",
+    "callbacks.robustness.num_jacobian=1", "callbacks.robustness.iters=3",
+    "callbacks.timestep_loss.every_n_steps=2",
+]
+PICTURES = ("feature_energy", "skip_energy", "oscillation_heatmap", "grad_norms", "kappa", "noise_ratio",
+            "robustness", "loss")
+
+
+@pytest.fixture
+def two_runs(train_run) -> list[Path]:
+    """A ``none`` and a ``cs`` run with their composed config saved as Hydra does."""
+    dirs = []
+    for scaler in ("none", "cs"):
+        overrides = [*TINY["uvit"], *QUICK, f"scaler={scaler}"]
+        _, run_dir = train_run(overrides, run_name=scaler)
+        (run_dir / ".hydra").mkdir()
+        OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
+        dirs.append(run_dir)
+    return dirs
+
+
+@pytest.mark.slow
+def test_dashboard_writes_every_picture_the_summary_and_the_page(two_runs, tmp_path):
+    out = tmp_path / "dash"
+    assert main([*map(str, two_runs), "--out", str(out), "--start", "2"]) == 0
+    for name in PICTURES:
+        assert (out / f"{name}.png").stat().st_size > 5000, name
+    page = (out / "index.html").read_text()
+    assert all(f'src="{name}.png"' in page for name in PICTURES)
+    assert "steps 2 to last" in page
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["none", "cs(kappa=0.5)"]
+    assert all(float(r["feat_level_mrc"]) >= 0 and float(r["grad_mrc"]) > 0 for r in rows)
+
+    # The run-level figure averages range_oscillation of each level's series over steps >= 2.
+    run = load_run(two_runs[1])
+    stats = summary(run, start=2)
+    assert stats["last_step"] == 5
+    level = run.get("feat/level_1")
+    assert len([s for s in level if s >= 2]) == 4
+
+    # The workspace asks only for keys the runs log (plus wandb-only and ls-only keys).
+    logged = set(read_metrics(two_runs[0] / "csv" / "metrics.csv"))
+    workspace = build_workspace("my-entity", "scalelong", num_skips=2)
+    wanted = {key for section in workspace.sections for panel in section.panels for key in _keys(panel)}
+    assert {"feat/level_1", "osc/feat/mean/mrc", "grad/out_block_2", "robust/m0", "loss_t/q1"} <= wanted
+    assert {k for k in wanted - logged if not k.startswith("ls/")} == {"noise_ratio/hist"}
+
+
+def _keys(panel) -> list[str]:
+    keys = list(getattr(panel, "y", None) or [])
+    keys += [panel.metric] if getattr(panel, "metric", None) else []
+    return keys + list(getattr(panel, "media_keys", None) or [])
+
+
+def test_workspace_spec_is_built_offline_with_one_panel_per_skip():
+    workspace = build_workspace("my-entity", "scalelong", num_skips=10)
+    assert (workspace.entity, workspace.project) == ("my-entity", "scalelong")
+    sections = {s.name: s for s in workspace.sections}
+    assert len(sections["Feature energy per decoder level (Thm 3.1)"].panels) == 10
+    assert len(sections["Gradient norms (Thm 3.3)"].panels) == 1 + 21  # total + 10 in, mid, 10 out
+    assert workspace._to_model() is not None  # the saved form is built without a connection
+
+
+def test_missing_run_directory_is_one_clear_error(tmp_path, caplog):
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 1
+    assert "csv/metrics.csv does not exist" in caplog.text
