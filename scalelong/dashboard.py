@@ -19,7 +19,8 @@ and float options, e.g. ``cs(kappa=0.5)``), and writes into ``--out`` (default
 * ``robustness.png`` — ‖net(x_t + δ) − net(x_t)‖/‖δ‖ and M0 vs step (Thm 3.4).
 * ``loss.png`` — val/loss and the loss by timestep quartile vs step.
 * ``summary.csv`` and ``index.html`` — the run-level oscillation figures over the steps
-  ``--start`` … ``--stop`` (:func:`scalelong.oscillation.range_oscillation`) and the pictures.
+  ``--start`` … ``--stop`` (:func:`scalelong.oscillation.range_oscillation`) and the pictures;
+  ``oscillation_series.csv`` — the same figures per feature and gradient series.
 
 Runs share every axis, so their curves compare directly. Matplotlib runs with the Agg canvas.
 """
@@ -353,12 +354,28 @@ def summary(run: Run, start: int | None = None, stop: int | None = None) -> dict
     }
 
 
-def write_summary(runs: Sequence[Run], out: Path, start: int | None, stop: int | None) -> list[dict[str, object]]:
-    rows = [{"run": run.label, "dir": str(run.path), **summary(run, start, stop)} for run in runs]
-    with open(out / "summary.csv", "w", newline="") as f:
+def series_oscillation(run: Run, start: int | None = None, stop: int | None = None) -> list[dict[str, object]]:
+    """rstd, mrc and n over steps [start, stop] of every ``feat/level_{i}``, ``feat/skip_{i}`` and
+    ``grad/{block}`` series of the run, one row per series."""
+    keys = [f"feat/level_{i}" for i in run.indices(r"feat/level_(\d+)")]
+    keys += [f"feat/skip_{i}" for i in run.indices(r"feat/skip_(\d+)")]
+    keys += sorted((k for k in run.series if k.startswith("grad/")), key=lambda k: _block_order(k[5:]))
+    return [{"run": run.label, "series": k, **range_oscillation(list(run.get(k)), list(run.get(k).values()),
+                                                                 start, stop)} for k in keys]
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_summary(runs: Sequence[Run], out: Path, start: int | None, stop: int | None) -> list[dict[str, object]]:
+    """``summary.csv`` (one row per run) and ``oscillation_series.csv`` (one row per run and series)."""
+    rows = [{"run": run.label, "dir": str(run.path), **summary(run, start, stop)} for run in runs]
+    _write_csv(out / "summary.csv", rows)
+    _write_csv(out / "oscillation_series.csv", [row for run in runs for row in series_oscillation(run, start, stop)])
     return rows
 
 

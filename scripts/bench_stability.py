@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 
 from scalelong.config import CONF_DIR, compose
@@ -60,7 +59,8 @@ def run(bundle: str, steps: int, skip: int, overrides: list[str], out: Path) -> 
     cfg = compose([
         f"callbacks={bundle}", f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "callbacks.checkpoint=null",
-        "callbacks.samples=null", f"paths.root_dir={CONF_DIR.parent}", f"paths.run_dir={out / bundle}", f"run_name=bench_{bundle}", *overrides,
+        "callbacks.samples=null", f"paths.root_dir={CONF_DIR.parent}", f"paths.run_dir={out / bundle}",
+        f"run_name=bench_{bundle}", *overrides,
     ])
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data)

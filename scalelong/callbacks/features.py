@@ -18,7 +18,6 @@ F = mean over the probe batch of ‖h‖²/numel(h) per sample; i = 1 is the out
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import lightning as L
@@ -28,8 +27,6 @@ from scalelong.callbacks.common import (
     ProbeBatch, draw_probe_batch, due, energy, evaluating, forward_hooks, log_metrics, validation_set,
 )
 from scalelong.oscillation import TrailingWindows
-
-log = logging.getLogger(__name__)
 
 
 class FeatureOscillation(L.Callback):

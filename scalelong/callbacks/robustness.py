@@ -82,8 +82,11 @@ class Robustness(L.Callback):
         """The ``robust/*`` values at the current weights."""
         p = self.probe
         metrics: dict[str, float] = {}
+
+        def net(x: Tensor) -> Tensor:
+            return model(x, p.t, p.y)
+
         with evaluating(model):
-            net = lambda x: model(x, p.t, p.y)  # noqa: E731 - the network as a function of x_t
             for sigma in self.sigmas:
                 g = torch.Generator().manual_seed(self.seed)
                 metrics[f"robust/ratio/delta_{sigma:g}"] = input_sensitivity(net, p.x_t, sigma, g)
