@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,10 @@ from scalelong.kappa import resolve_auto_kappa
 from scalelong.lit import DiffusionModule, build_module, read_checkpoint
 
 log = logging.getLogger("scalelong.train")
+
+# Lightning warns when resuming mid-epoch with a loader it cannot restore; ours needs no state:
+# ResumableBatchSampler derives its position from the restored global step.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
