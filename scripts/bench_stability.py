@@ -6,11 +6,17 @@ so machine load hits both alike. Validation, checkpoints and end-of-run samples 
 since they cost the same with or without the bundle. The clock runs from the end of the start
 hooks of step ``--skip`` to the end of the last step's hooks, so it holds every periodic
 measurement; the one-off work at train start (the noise-ratio histogram) is reported apart.
-Keep N a multiple of the longest interval (robustness, 200 steps) for a fair share of it.
+Keep N a multiple of the longest interval (robustness, 500 steps) for a fair share of it.
 
-    python scripts/bench_stability.py [--steps 400] [--rounds 2] [--skip 5] [OVERRIDE ...]
+On a shared machine the load drifts between runs by more than the bundle costs, so the stability
+arm also times every hook of the stability callbacks (those ``callbacks=stability`` adds to
+``callbacks=default``) inside the run: that time per step, divided by the default arm's step
+time, is the overhead measured without the drift between runs.
 
-Prints the median time per step of each arm and their ratio (stability / default).
+    python scripts/bench_stability.py [--steps 500] [--rounds 2] [--skip 5] [OVERRIDE ...]
+
+Prints the median time per step of each arm, their ratio (stability / default) and the in-hook
+overhead.
 """
 
 from __future__ import annotations
@@ -54,8 +60,28 @@ class StepClock(L.Callback):
         return (self.end - self.start) / (steps - self.skip)
 
 
-def run(bundle: str, steps: int, skip: int, overrides: list[str], out: Path) -> StepClock:
-    """Train ``steps`` steps with ``callbacks=bundle``; the clock (last in the callback list)."""
+HOOKS = ("on_train_start", "on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end")
+
+
+def time_hooks(callback: L.Callback, spent: dict[str, float]) -> None:
+    """Wrap the training hooks ``callback`` defines so their wall time adds up in ``spent[hook]``."""
+    for hook in HOOKS:
+        if getattr(type(callback), hook) is getattr(L.Callback, hook):
+            continue
+        original = getattr(callback, hook)
+
+        def timed(*args, _original=original, _hook=hook, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_hook] = spent.get(_hook, 0.0) + time.perf_counter() - start
+
+        setattr(callback, hook, timed)
+
+
+def run(bundle: str, steps: int, skip: int, overrides: list[str], out: Path) -> tuple[StepClock, dict[str, float]]:
+    """Train ``steps`` steps with ``callbacks=bundle``; the clock and the stability callbacks' hook times."""
     cfg = compose([
         f"callbacks={bundle}", f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "callbacks.checkpoint=null",
@@ -66,16 +92,23 @@ def run(bundle: str, steps: int, skip: int, overrides: list[str], out: Path) -> 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     clock = StepClock(skip)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + [clock]
+    default_names = set(compose(["callbacks=default"]).callbacks)
+    spent: dict[str, float] = {}
+    callbacks = []
+    for name, c in cfg.callbacks.items():
+        if c is not None:
+            callbacks.append(instantiate(c))
+            if name not in default_names:
+                time_hooks(callbacks[-1], spent)
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock], logger=loggers or False)
     trainer.fit(module, datamodule=datamodule)
-    return clock
+    return clock, spent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=500, help="training steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="runs per arm, alternating")
     parser.add_argument("--skip", type=int, default=5, help="warm-up steps left off the clock")
     parser.add_argument("overrides", nargs="*", help="scalelong-train overrides for both arms")
@@ -85,20 +118,27 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"default": [], "stability": []}
     starts: dict[str, list[float]] = {"default": [], "stability": []}
+    in_hooks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for bundle in times:
-                clock = run(bundle, args.steps, args.skip, args.overrides, Path(tmp) / f"round{r}")
+                clock, spent = run(bundle, args.steps, args.skip, args.overrides, Path(tmp) / f"round{r}")
                 times[bundle].append(clock.per_step(args.steps))
                 starts[bundle].append(clock.train_start)
                 log.info("round %d %-9s %.4f s/step, train start %.2f s", r + 1, bundle, times[bundle][-1],
                          clock.train_start)
+                if bundle == "stability":
+                    periodic = sum(v for k, v in spent.items() if k != "on_train_start") / args.steps
+                    in_hooks.append(periodic)
+                    log.info("  stability hooks: %s", ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()))
     base, stab = statistics.median(times["default"]), statistics.median(times["stability"])
+    hooks = statistics.median(in_hooks)
     print(f"steps {args.steps} (clock over {args.steps - args.skip}), rounds {args.rounds}, "
           f"overrides {args.overrides or 'none'}")
     print(f"default   {base:.4f} s/step   (train start {statistics.median(starts['default']):.2f} s)")
     print(f"stability {stab:.4f} s/step   (train start {statistics.median(starts['stability']):.2f} s)")
     print(f"ratio stability/default: {stab / base:.4f}  (overhead {100 * (stab / base - 1):+.2f}%)")
+    print(f"in-hook time of the stability callbacks: {hooks:.4f} s/step = {100 * hooks / base:.2f}% of a default step")
 
 
 if __name__ == "__main__":
