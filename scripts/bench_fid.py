@@ -7,7 +7,13 @@ network>).update`` on inputs already in the network's format (for a TorchScript 
 wrapper does). The two alternate batch by batch so machine load hits both alike; throughput is the
 median over batches of images/s.
 
+In the same run, the cost of the samples an FID needs: wall time per sample of each sampler (ddpm, ddim,
+dpm_solver) at its default steps (``DEFAULT_STEPS``) on the CPU preset U-ViT (``uvit_small``, random
+weights: the cost does not depend on them), drawing ``--sample-batch`` images at a time, median over
+``--sample-rounds`` rounds in which the samplers alternate.
+
     python scripts/bench_fid.py [--images 32] [--batch 16] [--size 32] [--channels 3] [--rounds 4]
+                                [--sample-batch 8] [--sample-rounds 3]
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ import time
 from collections.abc import Callable
 
 import torch
+from hydra.utils import instantiate
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from scalelong.config import build_model, compose
+from scalelong.diffusion import DEFAULT_STEPS, SAMPLERS
 from scalelong.eval.fid import extract_stats
 from scalelong.eval.inception import INCEPTION_SIZE, InceptionFeatures, load_inception, resize_bilinear_tf1
+from scalelong.lit import DiffusionModule
 
 
 def direct_inputs(extractor: InceptionFeatures, images: torch.Tensor) -> torch.Tensor:
@@ -40,6 +50,21 @@ def seconds(fn: Callable[[torch.Tensor], object], batch: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def sampler_seconds_per_sample(batch: int, rounds: int) -> dict[str, float]:
+    """Median wall time per sample of each sampler at its default steps on the CPU preset U-ViT; the
+    samplers alternate within each round so that machine load hits them alike."""
+    module = DiffusionModule(build_model("uvit_small"), instantiate(compose().diffusion))
+    module.sample(batch, sampler="ddim", steps=2)  # warm-up
+    times: dict[str, list[float]] = {sampler: [] for sampler in SAMPLERS}
+    for r in range(rounds):
+        for sampler in SAMPLERS:
+            generator = torch.Generator().manual_seed(r)
+            start = time.perf_counter()
+            module.sample(batch, sampler=sampler, steps=DEFAULT_STEPS[sampler], generator=generator)
+            times[sampler].append((time.perf_counter() - start) / batch)
+    return {sampler: statistics.median(v) for sampler, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="images per round")
@@ -48,6 +73,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=3, choices=(1, 3))
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--weights", default=None, help="Inception weights file (default: first available)")
+    parser.add_argument("--sample-batch", type=int, default=8, help="images per sampling call")
+    parser.add_argument("--sample-rounds", type=int, default=3, help="sampling calls per sampler")
     args = parser.parse_args()
 
     extractor = load_inception(args.weights)
@@ -79,6 +106,13 @@ def main() -> None:
     print(f"{'ours: extract_stats(InceptionFeatures) on uint8 images':<58} {rates['ours']:9.2f}")
     print(f"{'torchmetrics FrechetInceptionDistance(feature=network)':<58} {rates['direct']:9.2f}")
     print(f"ratio ours/direct {ratio:.3f} ({'within' if abs(ratio - 1) <= 0.1 else 'OUTSIDE'} 10%)")
+
+    per_sample = sampler_seconds_per_sample(args.sample_batch, args.sample_rounds)
+    print(f"\nsampling: uvit_small (random weights), batch {args.sample_batch}, {args.sample_rounds} round(s)")
+    print(f"{'sampler':<12} {'steps':>6} {'s/sample':>9} {'ms/sample/step':>15}")
+    for sampler, seconds_each in per_sample.items():
+        steps = DEFAULT_STEPS[sampler]
+        print(f"{sampler:<12} {steps:>6} {seconds_each:9.4f} {1000 * seconds_each / steps:15.3f}")
 
 
 if __name__ == "__main__":

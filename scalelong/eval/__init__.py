@@ -4,4 +4,6 @@
 - :mod:`scalelong.eval.domain`: a small classifier trained once per dataset for the CPU-scale ``fid_<name>``.
 - :mod:`scalelong.eval.fid`: Fréchet distance, cached reference statistics, torchmetrics FID/KID.
 - :mod:`scalelong.eval.speedup`: steps to a target value and speed-up over a baseline run.
+- :mod:`scalelong.eval.cli`: ``scalelong-eval``, FID/KID of a checkpoint's samples against its dataset, and
+  the reference statistics the training-time FID callback (:mod:`scalelong.callbacks.fid`) shares.
 """

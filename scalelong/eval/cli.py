@@ -1,0 +1,301 @@
+"""``scalelong-eval``: FID and KID of a checkpoint's samples against its dataset (SPEC §4 "FID").
+
+    scalelong-eval ckpt=outputs/runs/fmnist_demo/checkpoints/last.ckpt n_samples=1000 sampler=dpm_solver steps=25
+    scalelong-eval ckpt=... n_samples=10000 steps=50 extractor=inception save_samples=true
+
+The checkpoint's weights (its ``state_dict``: the EMA weights when the run had EMA) draw ``n_samples``
+images with :func:`scalelong.sample.draw`. Class-conditional models get labels uniform over the
+classes, which is the label distribution of the balanced datasets here (Fashion-MNIST, CIFAR-10,
+ImageNet); for an imbalanced image folder it is not. The dataset is the one of the checkpoint's stored
+config. Features are those of the dataset's domain classifier (``extractor=domain``, CPU scale, metrics
+``fid_<dataset>`` and ``kid_<dataset>``) or Inception-v3 pool3 (``extractor=inception``: ``fid``, ``kid``).
+FID is taken against the statistics of a whole dataset split (``ref_split``; ``ref_count`` for a fixed
+subset), cached in ``cache_dir`` and computed only when missing or stale; KID (torchmetrics, mean ± std
+over subsets) needs real features, so it extracts those of ``n_samples`` images of the same split.
+
+Metric names carry the sample count, sampler and steps, e.g. ``fid_fashion_mnist-1k/dpm_solver-25`` or
+``fid-10k/dpm_solver-50``. The result is printed and written as JSON to
+``<run dir>/eval/<checkpoint name>/<metric name>_vs_<split>.json``; ``save_samples=true`` also writes
+the samples there as ``.png`` and ``.npz`` (see :func:`scalelong.sample.save_samples`).
+
+:class:`FIDReference` (an extractor and its reference statistics, built from a data module) is shared
+with the training-time FID callback :class:`scalelong.callbacks.fid.FIDTracker`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from scalelong.config import CONF_DIR
+from scalelong.data.base import ImageDataModule, fixed_subset_indices
+from scalelong.diffusion import DEFAULT_STEPS, SAMPLERS
+from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.eval.domain import domain_features
+from scalelong.eval.fid import (
+    FeatureStats, extract_stats, fid_from_stats, kid_metric, metric_name, reference_stats, stats_from_features, to_uint8,
+)
+from scalelong.eval.inception import load_inception
+from scalelong.lit import load_checkpoint
+from scalelong.sample import draw, save_samples
+
+log = logging.getLogger("scalelong.eval")
+
+EXTRACTORS = ("domain", "inception")
+SPLITS = ("train", "test")
+
+
+def count_label(n: int) -> str:
+    """The sample count as a metric name shows it: ``1k`` for 1000, ``10k`` for 10000, ``256`` for 256."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def sampling_label(num_samples: int, sampler: str, steps: int, guidance_scale: float = 1.0) -> str:
+    """``1k/dpm_solver-25``: sample count, sampler and steps; ``-cfg<s>`` for a guidance scale s ≠ 1."""
+    label = f"{count_label(num_samples)}/{sampler}-{steps}"
+    return label if guidance_scale == 1.0 else f"{label}-cfg{guidance_scale:g}"
+
+
+def check_sampling(num_samples: int, sampler: str, steps: int | None) -> int:
+    """Validate a sampling setting before any expensive work; returns the steps (the sampler's default for None)."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler={sampler} is unknown; use one of {', '.join(SAMPLERS)}")
+    if num_samples < 2:
+        raise ConfigError(f"FID needs at least 2 samples, got {num_samples}; raise the sample count")
+    steps = steps or DEFAULT_STEPS[sampler]
+    if steps < 1:
+        raise ConfigError(f"steps={steps} must be at least 1 (or null for the sampler's default)")
+    return steps
+
+
+def check_reference(extractor: str, split: str = "train") -> None:
+    """Validate the extractor and reference split names before any expensive work."""
+    if extractor not in EXTRACTORS:
+        raise ConfigError(f"extractor={extractor} is unknown; use one of {', '.join(EXTRACTORS)}")
+    if split not in SPLITS:
+        raise ConfigError(f"reference split '{split}' is unknown; use one of {', '.join(SPLITS)}")
+
+
+def dataset_name(datamodule: ImageDataModule) -> str:
+    """The ``conf/data`` option that builds this data module's class (``fashion_mnist``, ``cifar10``, ...);
+    for a class no option builds, its name without ``DataModule`` in lower case."""
+    cls = type(datamodule)
+    for path in sorted((CONF_DIR / "data").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        if target and get_class(target) is cls:
+            return path.stem
+    return cls.__name__.removesuffix("DataModule").lower()
+
+
+def split_dataset(datamodule: ImageDataModule, split: str) -> Dataset:
+    """``train``: the training split; ``test``: the whole held-out split the validation subset is drawn from."""
+    datamodule.setup("fit")
+    return datamodule.val_set.dataset if split == "test" else datamodule.train_set
+
+
+def uint8_batches(
+    dataset: Dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(uint8 images, labels) of ``dataset[indices]`` in batches, never flipped."""
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=[(i, False) for i in indices], num_workers=num_workers)
+    with torch.random.fork_rng(devices=[]):  # the loader draws its base seed from the global RNG
+        batches = iter(loader)
+    for images, labels in batches:
+        yield to_uint8(images), labels
+
+
+def load_split(datamodule: ImageDataModule, split: str, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """A whole split in memory: images in [-1, 1] as they are after a round trip through uint8, and labels."""
+    dataset = split_dataset(datamodule, split)
+    images, labels = zip(*uint8_batches(dataset, range(len(dataset)), batch_size, datamodule.num_workers))
+    return torch.cat(images).float() / 127.5 - 1, torch.cat(labels)
+
+
+def feature_extractor(
+    kind: str,
+    datamodule: ImageDataModule,
+    cache_dir: str | Path,
+    inception_weights: str | None = None,
+    domain: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """``inception``: Inception-v3 pool3 features; ``domain``: the dataset's domain classifier, trained on the
+    training split and scored on the held-out split the first time (``domain``: its training options), then
+    cached in ``cache_dir``."""
+    check_reference(kind)
+    if kind == "inception":
+        return load_inception(inception_weights)
+    name = dataset_name(datamodule)
+    if not datamodule.num_classes:
+        raise ConfigError(f"the domain classifier learns class labels, which '{name}' has none of; use extractor=inception")
+    train, test = load_split(datamodule, "train"), load_split(datamodule, "test")
+    return domain_features(name, cache_dir, train, test, **dict(domain or {}))
+
+
+@dataclass
+class FIDReference:
+    """A feature extractor and the statistics of one dataset split under it: what FID compares samples to."""
+
+    extractor: nn.Module
+    stats: FeatureStats
+    dataset: str
+    split: str
+    data: Dataset
+    device: torch.device
+    num_workers: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        datamodule: ImageDataModule,
+        extractor: str = "domain",
+        split: str = "train",
+        cache_dir: str | Path = "outputs/fid_stats",
+        count: int | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        inception_weights: str | None = None,
+        domain: Mapping[str, Any] | None = None,
+    ) -> FIDReference:
+        """Extractor and statistics of ``split`` (all of it, or a fixed random subset of ``count`` images),
+        read from ``cache_dir`` when they were computed before for the same data and extractor
+        (:func:`scalelong.eval.fid.reference_stats`)."""
+        check_reference(extractor, split)
+        data = split_dataset(datamodule, split)
+        net = feature_extractor(extractor, datamodule, cache_dir, inception_weights, domain).to(device)
+        n = len(data) if count is None else min(count, len(data))
+        data_id = (f"{type(datamodule).__name__} root={datamodule.root} seed={datamodule.seed} "
+                   f"val_size={datamodule.val_size}: {n} of {len(data)} images")
+
+        def compute() -> FeatureStats:
+            batches = uint8_batches(data, fixed_subset_indices(len(data), n, 0), batch_size, datamodule.num_workers)
+            return extract_stats(net, (x.to(device) for x, _ in batches))
+
+        name = dataset_name(datamodule)
+        stats = reference_stats(name, split, datamodule.image_size, net.extractor_id, compute, cache_dir, data_id)
+        return cls(net, stats, name, split, data, torch.device(device), datamodule.num_workers)
+
+    def metric_name(self, metric: str, num_samples: int, sampler: str, steps: int, guidance_scale: float = 1.0) -> str:
+        """``fid_fashion_mnist-1k/dpm_solver-25``: the metric of these features and the sampling setting."""
+        return f"{metric_name(metric, self.extractor)}-{sampling_label(num_samples, sampler, steps, guidance_scale)}"
+
+    @torch.inference_mode()
+    def features(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        """Features N×D of images in [-1, 1], quantised to uint8 as a saved PNG would be."""
+        return torch.cat([self.extractor(to_uint8(b).to(self.device)).cpu() for b in images.split(batch_size)])
+
+    def real_features(self, count: int, seed: int, batch_size: int = 256) -> Tensor:
+        """Features of ``count`` images of the reference split chosen with ``seed`` (for KID)."""
+        indices = fixed_subset_indices(len(self.data), count, seed)
+        batches = uint8_batches(self.data, indices, batch_size, self.num_workers)
+        with torch.inference_mode():
+            return torch.cat([self.extractor(x.to(self.device)).cpu() for x, _ in batches])
+
+    def fid(self, features: Tensor) -> float:
+        """FID of generated features against the reference statistics."""
+        return fid_from_stats(stats_from_features(features, self.extractor.extractor_id), self.stats)
+
+
+def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+    """KID mean and std of two feature sets, over ``subsets`` random subsets of ``subset_size`` features
+    (at most the smaller set), drawn with ``seed``."""
+    with warnings.catch_warnings():  # the warning that KID keeps all features: it is given features here
+        warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance`")
+        metric = kid_metric(nn.Identity(), subsets, min(subset_size, len(real), len(fake)))
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets from the global RNG
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def weights_used(config: Mapping[str, Any] | None) -> str:
+    """``ema`` if the run kept an EMA of the weights (its checkpoints' ``state_dict``), else ``raw``."""
+    callbacks = (config or {}).get("callbacks") or {}
+    ema = any(c and str(c.get("_target_", "")).endswith("EMAWeightAveraging") for c in callbacks.values())
+    return "ema" if ema else "raw"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt``; returns the result also written as JSON (its path under ``"path"``)."""
+    steps = check_sampling(cfg.n_samples, cfg.sampler, cfg.steps)
+    check_reference(cfg.extractor, cfg.ref_split)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = Path(cfg.ckpt)
+    module = load_checkpoint(ckpt, map_location=device).to(device)
+    datamodule = instantiate(module.config["data"])
+    domain = OmegaConf.to_container(cfg.domain) if cfg.domain else None
+    ref = FIDReference.build(datamodule, cfg.extractor, cfg.ref_split, cfg.cache_dir, cfg.ref_count, device,
+                             cfg.batch_size, cfg.inception_weights, domain)
+
+    start = time.perf_counter()
+    images, labels = draw(module, cfg.n_samples, cfg.batch_size, cfg.seed, sampler=cfg.sampler, steps=steps,
+                          guidance_scale=cfg.guidance_scale)
+    seconds = time.perf_counter() - start
+    fake = ref.features(images, cfg.batch_size)
+    real = ref.real_features(min(cfg.n_samples, len(ref.data)), cfg.seed, cfg.batch_size)
+    kid_mean, kid_std = kid(real, fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
+    fid_name, kid_name = (ref.metric_name(m, cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
+                          for m in ("fid", "kid"))
+
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out_dir = run_dir / "eval" / ckpt.stem
+    path = Path(cfg.out) if cfg.out else out_dir / f"{fid_name.replace('/', '_')}_vs_{cfg.ref_split}.json"
+    result: dict[str, Any] = {
+        "metrics": {fid_name: ref.fid(fake), kid_name: kid_mean},
+        "kid_std": kid_std,
+        "checkpoint": str(ckpt.resolve()),
+        "weights": weights_used(module.config),
+        "extractor": ref.extractor.extractor_id,
+        "extractor_accuracy": getattr(ref.extractor, "accuracy", None),
+        "reference": {"dataset": ref.dataset, "split": ref.split, "images": ref.stats.count},
+        "n_samples": cfg.n_samples,
+        "sampler": cfg.sampler,
+        "steps": steps,
+        "guidance_scale": cfg.guidance_scale,
+        "seed": cfg.seed,
+        "seconds_per_sample": seconds / cfg.n_samples,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    if cfg.save_samples:
+        label = sampling_label(cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
+        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}")
+
+    print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
+    print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")
+    print(f"({result['weights']} weights of {ckpt}; features {result['extractor']}; reference {ref.dataset} "
+          f"{ref.split}, {ref.stats.count} images)")
+    print(f"wrote {path}")
+    return {**result, "path": str(path)}
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ScaleLongError as err:
+        sys.exit(f"scalelong-eval: {err}")
+
+
+def main() -> None:
+    """Console entry point (``scalelong-eval``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
