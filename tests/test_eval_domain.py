@@ -84,7 +84,6 @@ def fashion_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_domain_fid(tmp_path) -> None:
     train, test = fashion_mnist("train"), fashion_mnist("t10k")
     assert train[0].shape == (60000, 1, 28, 28) and test[0].shape == (10000, 1, 28, 28)
