@@ -63,7 +63,7 @@ def test_dashboard_writes_every_picture_the_summary_and_the_page(two_runs, tmp_p
     assert summary(run, start=2)["feat_level_mrc"] == pytest.approx(sum(level_mrc) / 2)
 
     # The workspace asks only for keys the runs log (plus wandb-only and ls-only keys).
-    pytest.importorskip("wandb_workspaces")
+    import wandb_workspaces  # noqa: F401  (installed by the test extra)
     logged = set(read_metrics(two_runs[0] / "csv" / "metrics.csv"))
     workspace = build_workspace("my-entity", "scalelong", num_skips=2)
     wanted = {key for section in workspace.sections for panel in section.panels for key in _keys(panel)}
@@ -78,7 +78,7 @@ def _keys(panel) -> list[str]:
 
 
 def test_workspace_spec_is_built_offline_with_one_panel_per_skip():
-    pytest.importorskip("wandb_workspaces")
+    import wandb_workspaces  # noqa: F401  (installed by the test extra)
     workspace = build_workspace("my-entity", "scalelong", num_skips=10)
     assert (workspace.entity, workspace.project) == ("my-entity", "scalelong")
     sections = {s.name: s for s in workspace.sections}
