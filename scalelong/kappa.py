@@ -192,14 +192,17 @@ def choose_kappa(kappa_low: float, kappa_high: float, rule: str = "geometric") -
     return 0.5 * (kappa_low + kappa_high)
 
 
-def auto_kappa(
+Estimate = tuple[NoiseRatioStats, float, float, float]  # stats, κ_low, κ_high, chosen κ
+
+
+def estimate_kappa(
     diffusion: Diffusion,
     images: Tensor | Iterable[Tensor | Sequence[Tensor]],
     num_skips: int,
     rule: str = "geometric",
     **stats_kwargs,
-) -> float:
-    """``kappa: auto``: measure r_t on ``images``, solve the Sec. 4.1 range, pick by ``rule``."""
+) -> Estimate:
+    """Measure r_t on ``images``, solve the Sec. 4.1 range, pick κ by ``rule`` (logged)."""
     stats = noise_ratio_stats(diffusion, images, **stats_kwargs)
     low, high = kappa_range(stats.mean, stats.high, num_skips)
     kappa = choose_kappa(low, high, rule)
@@ -207,7 +210,18 @@ def auto_kappa(
         "kappa auto: mean r_t %.4g, q%g %.4g -> range [%.4f, %.4f], %s rule -> %.4f",
         stats.mean, 100 * stats.quantile, stats.high, low, high, rule, kappa,
     )
-    return kappa
+    return stats, low, high, kappa
+
+
+def auto_kappa(
+    diffusion: Diffusion,
+    images: Tensor | Iterable[Tensor | Sequence[Tensor]],
+    num_skips: int,
+    rule: str = "geometric",
+    **stats_kwargs,
+) -> float:
+    """``kappa: auto``: the chosen κ of :func:`estimate_kappa`."""
+    return estimate_kappa(diffusion, images, num_skips, rule, **stats_kwargs)[3]
 
 
 def kappa_range_report(
@@ -218,9 +232,13 @@ def kappa_range_report(
     **stats_kwargs,
 ) -> str:
     """A plain-text report of the Sec. 4.1 estimate: r_t statistics, κ range and chosen κ."""
-    stats = noise_ratio_stats(diffusion, images, **stats_kwargs)
-    low, high = kappa_range(stats.mean, stats.high, num_skips)
-    kappa = choose_kappa(low, high, rule)
+    estimate = estimate_kappa(diffusion, images, num_skips, rule, **stats_kwargs)
+    return format_report(diffusion, num_skips, rule, estimate)
+
+
+def format_report(diffusion: Diffusion, num_skips: int, rule: str, estimate: Estimate) -> str:
+    """The text of :func:`kappa_range_report` for an existing estimate."""
+    stats, low, high, kappa = estimate
     q = f"q{100 * stats.quantile:g}"
     return "\n".join(
         [
@@ -260,11 +278,9 @@ def kappa_for_config(cfg: DictConfig, report: bool = False) -> tuple[float, str]
     n = num_skips_of(cfg.model)
     rule, n_t, seed = tool.get("rule", "geometric"), tool.get("n_t", 8), tool.get("seed", 0)
 
-    def draws() -> dict:  # the same (t, ε) draws for the value and for its report
-        return {"n_t_per_image": n_t, "generator": torch.Generator().manual_seed(seed)}
-
-    kappa = auto_kappa(diffusion, images, n, rule, **draws())
-    return kappa, kappa_range_report(diffusion, images, n, rule, **draws()) if report else ""
+    estimate = estimate_kappa(diffusion, images, n, rule, n_t_per_image=n_t,
+                              generator=torch.Generator().manual_seed(seed))
+    return estimate[3], format_report(diffusion, n, rule, estimate) if report else ""
 
 
 def resolve_auto_kappa(cfg: DictConfig) -> float | None:

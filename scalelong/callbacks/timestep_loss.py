@@ -12,8 +12,9 @@ The per-sample losses (paper Eq. (2), Ho et al. Eq. (14)) are averaged per quart
                                 {0, …, T − 1} (q1: least noise)
 ==============================  ===========================================================
 
-The draws differ from the training step's own (which ``training_step`` does not expose), so these
-are an estimate of the same expected loss, stratified so every quartile has B/4 samples.
+The training step's own losses (``DiffusionModule.last_losses``) have t uniform over all of
+{0, …, T − 1}, so a small batch can leave a quartile empty; the stratified draws here give every
+quartile B/4 samples, at the cost of one extra forward on the logging steps.
 """
 
 from __future__ import annotations
