@@ -1,0 +1,161 @@
+"""FID against training steps and wall time, for named recipes (issue "Trained models must generate").
+
+Each recipe is a list of ``scalelong-train`` overrides. The script trains it once with a checkpoint
+every ``--every`` steps, then scores every checkpoint with ``scalelong-eval`` (EMA weights, domain FID
+on ``--samples`` images, the recipe's sampler), and writes one JSON per recipe plus a Markdown table
+and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
+startup included, as a user waits for it).
+
+    python scripts/fid_curves.py demo                  # the recipes tried for `make demo`
+    python scripts/fid_curves.py presets               # each CPU preset's documented recipe
+    python scripts/fid_curves.py demo --only uvit_p4_b32 --report-only
+
+Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_vs_*.png``);
+runs go to ``outputs/runs/fid_curves/<study>/<recipe>``. A recipe already trained is not retrained
+(delete its run directory to redo it); a checkpoint already scored is not rescored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("fid_curves")
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# The demo's fixed choices: Fashion-MNIST, linear DDPM schedule, ε-prediction, EMA weights, DPM-Solver++.
+DEMO_BASE = ["experiment=fmnist_demo", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+STUDIES: dict[str, dict[str, list[str]]] = {
+    # What was tried for `make demo` (about 5 minutes of training on 2 cores each).
+    "demo": {
+        "uvit_p4_b64_old": [*DEMO_BASE, "optim.betas=[0.99,0.999]", "optim.lr=1e-3", "data.batch_size=64",
+                            "callbacks.ema.decay=0.995", "trainer.max_steps=1200"],
+        "uvit_b32_beta09": [*DEMO_BASE, "optim.betas=[0.9,0.999]", "optim.lr=1e-3", "data.batch_size=32",
+                            "callbacks.ema.decay=0.995", "trainer.max_steps=1500"],
+    },
+    # Each CPU preset trained to the generating regime (longer runs).
+    "presets": {},
+}
+
+
+def run_dir(study: str, recipe: str) -> Path:
+    return ROOT / "outputs" / "runs" / "fid_curves" / study / recipe
+
+
+def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
+    """Train the recipe (skipped when its last checkpoint exists) and record the launch time."""
+    out = run_dir(study, recipe)
+    meta = out / "launch.json"
+    if (out / "checkpoints" / "last.ckpt").is_file() and meta.is_file():
+        log.info("%s/%s: already trained", study, recipe)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    launched = time.time()
+    meta.write_text(json.dumps({"launched": launched, "overrides": overrides}))
+    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name=fid_curves/{study}/{recipe}",
+           f"callbacks.checkpoint.every_n_train_steps={every}", "ckpt_path=null"]
+    log.info("%s", " ".join(cmd))
+    with open(out / "stdout.log", "w") as f:
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
+    meta.write_text(json.dumps({"launched": launched, "finished": time.time(), "overrides": overrides}))
+
+
+def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None) -> list[dict]:
+    """FID/KID of every checkpoint of the recipe; rows sorted by step."""
+    out = run_dir(study, recipe)
+    launched = json.loads((out / "launch.json").read_text())["launched"]
+    rows = []
+    for ckpt in sorted((out / "checkpoints").glob("step*.ckpt")):
+        step = int(re.sub(r"\D", "", ckpt.stem))
+        result = out / "eval" / f"{ckpt.stem}_{samples}.json"
+        if not result.is_file():
+            cmd = [str(BIN / "scalelong-eval"), f"ckpt={ckpt}", f"n_samples={samples}", f"out={result}",
+                   f"kid_subset_size={samples // 2}"]
+            cmd += [f"sampler={sampler}"] if sampler else []
+            cmd += [f"steps={steps}"] if steps else []
+            subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+        res = json.loads(result.read_text())
+        fid_key = next(k for k in res["metrics"] if k.startswith("fid"))
+        kid_key = next(k for k in res["metrics"] if k.startswith("kid"))
+        rows.append({"step": step, "wall_s": ckpt.stat().st_mtime - launched, "metric": fid_key,
+                     "fid": res["metrics"][fid_key], "kid": res["metrics"][kid_key], "kid_std": res["kid_std"]})
+    return sorted(rows, key=lambda r: r["step"])
+
+
+def report(study: str, results: dict[str, dict]) -> Path:
+    """README.md table and the two plots of ``docs/results/<study>/``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = ROOT / "docs" / "results" / study
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    lines = [f"# FID against training: {study}", "",
+             f"Made by `python scripts/fid_curves.py {study}` (domain FID of the EMA weights; wall time from "
+             "launch to the checkpoint's write on 2 CPU cores, startup included).", "",
+             "| recipe | step | wall (s) | FID | KID ×1e3 |", "|---|---|---|---|---|"]
+    for recipe, res in results.items():
+        rows = res["rows"]
+        if not rows:
+            continue
+        for r in rows:
+            lines.append(f"| {recipe} | {r['step']} | {r['wall_s']:.0f} | {r['fid']:.1f} | "
+                         f"{1e3 * r['kid']:.1f} ± {1e3 * r['kid_std']:.1f} |")
+        axes[0].plot([r["step"] for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
+        axes[1].plot([r["wall_s"] / 60 for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
+    metric = next((res["rows"][0]["metric"] for res in results.values() if res["rows"]), "fid")
+    for ax, xlabel in zip(axes, ("training step", "wall time (min)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fid_curves.png", dpi=110)
+    lines += ["", "Overrides of each recipe:", ""]
+    lines += [f"- `{recipe}`: `{' '.join(res['overrides'])}`" for recipe, res in results.items()]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument("--only", nargs="*", help="recipes to run (default: all of the study)")
+    parser.add_argument("--every", type=int, default=300, help="checkpoint interval in steps")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per FID")
+    parser.add_argument("--sampler", default=None, help="override the sampler (default: scalelong-eval's)")
+    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the JSONs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+    out = ROOT / "docs" / "results" / args.study
+    out.mkdir(parents=True, exist_ok=True)
+    recipes = STUDIES[args.study]
+    for name in args.only or recipes:
+        if args.report_only:
+            continue
+        train(args.study, name, recipes[name], args.every)
+        rows = score(args.study, name, args.samples, args.sampler, args.steps)
+        (out / f"{name}.json").write_text(json.dumps({"overrides": recipes[name], "rows": rows}, indent=2))
+        for r in rows:
+            log.info("%s step %d wall %.0fs %s %.1f", name, r["step"], r["wall_s"], r["metric"], r["fid"])
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    log.info("wrote %s", report(args.study, results))
+
+
+if __name__ == "__main__":
+    main()
