@@ -7,13 +7,22 @@ Forward process (Ho et al. 2020, Eq. 4; ScaleLong paper Eq. (1)-(2)):
 with timesteps t ∈ {0, ..., T-1} (0-indexed, as in diffusers). The network learns ε_t with the
 simple loss of Ho et al. 2020, Eq. (14), kept per sample. Sampling is delegated to diffusers'
 schedulers, configured with exactly our β so that their ᾱ_t equals ours.
+
+The two samplers of the U-ViT/ScaleLong evaluation protocol (SPEC §3) work in continuous time
+t_c ∈ (0, 1] of the VP-SDE: discrete step k is continuous time t_c = (k + 1)/T, and ᾱ between steps
+is interpolated in log ᾱ (log ᾱ = 0 at t_c = 0). For the linear schedule this is close to U-ViT's
+VP-SDE with β(t_c) = 0.1 + 19.9 t_c: |Δ log ᾱ| ≤ 0.07, relative ≤ 0.7% for t_c ≥ 0.1 (near t_c = 0
+our 1 − ᾱ is up to 9% smaller). The network is called at fractional k = T t_c − 1; DPM-Solver-fast's
+last three calls fall below the first trained step (k ≈ −0.63 … −0.85, end time k = −0.9).
 """
 
 import math
+import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor, nn
 
@@ -23,11 +32,14 @@ EpsModel = Callable[..., Tensor]
 """model(x_t [B,C,H,W], t [B], y [B] long | None) -> ε prediction [B,C,H,W]."""
 
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ddpm", "ddim", "dpm_solver")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm_solver": 50}
 # Lowest log-SNR λ = ½·log(ᾱ/(1-ᾱ)) a DPM-Solver grid starts from (diffusers' advice for cosine schedules;
 # the linear schedule's λ at t = T-1 is -5.06, above it).
 LAMBDA_MIN = -5.1
+SAMPLERS = ("ddpm", "ddim", "dpm_solver", "dpm_solver_fast", "euler_maruyama")
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm_solver": 50, "dpm_solver_fast": 50, "euler_maruyama": 1000}
+CONTINUOUS_SAMPLERS = ("dpm_solver_fast", "euler_maruyama")  # called at fractional timesteps
+DPM_FAST_END_TIME = 1e-4  # U-ViT's DPM-Solver "fast": integrate from t_c = 1 to 1e-4 (its eps)
+EM_END_TIME = 1e-3  # U-ViT's sde.euler_maruyama: grid [0, linspace(1e-3, 1, N)], last step to 0
 
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -122,6 +134,27 @@ class Diffusion(nn.Module):
         x_t = self.q_sample(x0, t, noise)
         return noise.pow(2).flatten(1).sum(dim=1) / x_t.pow(2).flatten(1).sum(dim=1)
 
+    def log_alpha_bar(self, k: Tensor) -> Tensor:
+        """log ᾱ at fractional discrete steps k ∈ [−1, T−1], linear between steps, 0 at k = −1 (float64)."""
+        table = torch.cat([self.alphas_cumprod.new_zeros(1), self.alphas_cumprod.log()])  # k = -1, 0, ..., T-1
+        pos = (k.double() + 1).clamp(0, self.num_timesteps)
+        lo = pos.floor().long().clamp(max=self.num_timesteps - 1)
+        return torch.lerp(table[lo], table[lo + 1], pos - lo)
+
+    def log_snr_uniform_grid(self, steps: int, end_time: float = DPM_FAST_END_TIME) -> tuple[Tensor, Tensor]:
+        """(k [steps+1], σ/α [steps+1]): points uniform in λ = log(α/σ) from t_c = 1 to ``end_time``.
+
+        DPM-Solver "fast" (Lu et al. 2022, Sec. 3.4) steps uniformly in log-SNR. k is found from λ by
+        bisection-free inversion on a dense grid of the monotone λ(k).
+        """
+        dense = torch.linspace(self.num_timesteps * end_time - 1, self.num_timesteps - 1, 200_001, dtype=torch.float64)
+        lab = self.log_alpha_bar(dense)
+        lam = 0.5 * (lab - torch.log(-torch.expm1(lab)))  # λ(k), decreasing in k
+        grid = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
+        # np.interp needs increasing x: flip λ (and k) so λ increases.
+        k = torch.from_numpy(np.interp(grid.numpy(), lam.flip(0).numpy(), dense.flip(0).numpy()))
+        return k, torch.exp(-grid)
+
     def scheduler(self, name: str) -> SchedulerMixin:
         """A fresh diffusers scheduler with our β (so its `alphas_cumprod` equals ours).
 
@@ -130,6 +163,10 @@ class Diffusion(nn.Module):
         - "dpm_solver": DPMSolverMultistepScheduler, DPM-Solver++ of order 2 (Lu et al. 2022) on the
           integer timesteps of :meth:`log_snr_timesteps` (uniform in log-SNR, ending at t = 0, as
           the "logSNR" steps of U-ViT's DPM-Solver evaluation).
+        - "dpm_solver_fast": DPMSolverSinglestepScheduler, DPM-Solver (ε form) of order 3 with
+          lower orders last: for 50 model calls 16 third-order steps and one second-order step,
+          as U-ViT's DPM-Solver-fast. ``sample`` replaces its timesteps by the log-SNR-uniform
+          grid to t_c = 1e-4 (:meth:`log_snr_uniform_grid`).
 
         Step placement matters as much as the solver: the last model call must see (nearly) clean
         input. DPM-Solver++ with time-uniform steps ends at t = T/steps (t = 40 for 25 steps, noise
@@ -155,14 +192,23 @@ class Diffusion(nn.Module):
             )
         if name == "dpm_solver":
             return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        if name == "dpm_solver_fast":
+            with warnings.catch_warnings():  # diffusers deprecates the ε form; U-ViT's protocol uses it
+                warnings.filterwarnings("ignore", message=".*dpmsolver.* is deprecated", category=FutureWarning)
+                return DPMSolverSinglestepScheduler(
+                    **common, algorithm_type="dpmsolver", solver_order=3, lower_order_final=True,
+                    final_sigmas_type="sigma_min",  # keeps the last step 2nd order; sample() sets its σ
+                )
+        if name == "euler_maruyama":
+            raise ConfigError("sampler 'euler_maruyama' has no diffusers scheduler; use Diffusion.sample")
         raise ConfigError(f"sampler {name!r} is unknown; use one of {', '.join(SAMPLERS)}")
 
     def log_snr_timesteps(self, steps: int) -> list[int]:
         """``steps`` distinct integer timesteps from T-1 down to 0, uniform in λ_t = ½·log(ᾱ_t/(1-ᾱ_t)).
 
         λ below ``LAMBDA_MIN`` is pure noise in practice (the cosine schedule's last steps), so the
-        grid starts there and only the first step is at T-1. Integer, so the model sees exactly the timesteps (and ᾱ_t) it was trained on; where rounding
-        would repeat a timestep (the flat ends of λ_t), neighbours are pushed apart by one.
+        grid starts there and only the first step is at T-1. Integer, so the model sees exactly the
+        timesteps (and ᾱ_t) it was trained on; where rounding would repeat a timestep (the flat ends of λ_t), neighbours are pushed apart by one.
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ConfigError(f"steps={steps} must be between 1 and num_timesteps={self.num_timesteps}")
@@ -191,15 +237,18 @@ class Diffusion(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """Draw samples from x_T ~ N(0, I) with a diffusers scheduler; returns images clamped to [-1, 1].
+        """Draw samples from x_T ~ N(0, I); returns images clamped to [-1, 1].
 
-        `steps` defaults per sampler (ddpm 1000, ddim 50, dpm_solver 50). With class labels `y` and
+        `sampler` is one of SAMPLERS; `steps` (model calls) defaults per sampler (DEFAULT_STEPS).
+        "dpm_solver_fast" and "euler_maruyama" are the U-ViT evaluation samplers and call the
+        model at fractional timesteps (float t); the others at integer steps (long t). With class labels `y` and
         `guidance_scale` s != 1, classifier-free guidance (Ho & Salimans 2022) uses
         ε = ε_θ(x_t, ∅) + s·(ε_θ(x_t, y) - ε_θ(x_t, ∅)) with the null label ∅ = `num_classes`,
         computed in one forward pass of batch 2B. `generator` fixes x_T and the DDPM noise; it
         must live on `device` (default: the device of this module's buffers).
         """
-        scheduler = self.scheduler(sampler)
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"sampler {sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
         guided = guidance_scale != 1.0
         if guided and (y is None or num_classes <= 0):
             raise ConfigError(
@@ -209,23 +258,72 @@ class Diffusion(nn.Module):
             )
         device = torch.device(device) if device is not None else self.alphas_cumprod.device
         steps = DEFAULT_STEPS[sampler] if steps is None else steps
-        if sampler == "dpm_solver":
-            scheduler.set_timesteps(timesteps=self.log_snr_timesteps(steps), device=device)
-        else:
-            scheduler.set_timesteps(steps, device=device)
         if y is not None:
             y = y.to(device)
             if guided:
                 y = torch.cat([y, torch.full_like(y, num_classes)])
-        x = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
-        for step_t in scheduler.timesteps:
-            x_in = scheduler.scale_model_input(x, step_t)
-            if guided:
-                x_in = torch.cat([x_in, x_in])
-            t = torch.full((x_in.shape[0],), int(step_t), device=device, dtype=torch.long)
-            eps = model(x_in, t, y)
+
+        def eps_of(x: Tensor, k: Tensor) -> Tensor:
+            """ε_θ at timestep k (a 0-dim tensor), with classifier-free guidance when asked."""
+            x_in = torch.cat([x, x]) if guided else x
+            t = float(k) if sampler in CONTINUOUS_SAMPLERS else int(k)  # fractional k or an integer step
+            eps = model(x_in, torch.full((x_in.shape[0],), t, device=device), y)
             if guided:
                 eps_cond, eps_uncond = eps.chunk(2)
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-            x = scheduler.step(eps, step_t, x, generator=generator).prev_sample
+            return eps
+
+        x = torch.randn(shape, generator=generator, device=device)
+        if sampler == "euler_maruyama":
+            x = self._euler_maruyama(eps_of, x, steps, generator)
+        else:
+            x = self._scheduler_loop(sampler, eps_of, x, steps, generator)
         return x.clamp(-1, 1)
+
+    def _scheduler_loop(
+        self, sampler: str, eps_of: Callable[[Tensor, Tensor], Tensor], x: Tensor, steps: int,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Sample with a diffusers scheduler; for dpm_solver_fast on the log-SNR-uniform grid."""
+        scheduler = self.scheduler(sampler)
+        if sampler == "dpm_solver":
+            scheduler.set_timesteps(timesteps=self.log_snr_timesteps(steps), device=x.device)
+        else:
+            scheduler.set_timesteps(steps, device=x.device)
+        if sampler == "dpm_solver_fast":
+            k, sigmas = self.log_snr_uniform_grid(steps)
+            scheduler.timesteps = k[:-1].float().to(x.device)  # the network's (fractional) timesteps
+            scheduler.sigmas = sigmas.float()  # σ/α at every grid point, the last one the end time
+        x = x * scheduler.init_noise_sigma
+        for step_t in scheduler.timesteps:
+            eps = eps_of(scheduler.scale_model_input(x, step_t), step_t)
+            x = scheduler.step(eps, step_t, x, generator=generator).prev_sample
+        return x
+
+    def _euler_maruyama(
+        self, eps_of: Callable[[Tensor, Tensor], Tensor], x: Tensor, steps: int,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Euler–Maruyama of the reverse VP-SDE (Song et al. 2021, Eq. 6), as U-ViT's sde.py.
+
+            dx = [−½β(t)x − β(t)∇log p_t(x)] dt + √β(t) dw̄,   ∇log p_t(x) = −ε_θ(x, t)/σ_t,
+
+        on the grid t_c ∈ [0, linspace(1e-3, 1, steps)] from 1 down: each step from t to s < t is
+        x ← x + drift·(s − t) + √(β(t)(t − s))·z, without noise on the last step (to s = 0).
+        β(t_c) = −d log ᾱ/dt_c of our schedule (0.1 + 19.9 t_c for the linear one).
+        """
+        T = self.num_timesteps
+        grid = torch.cat([torch.zeros(1, dtype=torch.float64), torch.linspace(EM_END_TIME, 1, steps, dtype=torch.float64)])
+        beta_table = -torch.log1p(-self.betas) * T  # −d log ᾱ/dt_c on step k, in continuous time
+        for s, t in zip(grid.flip(0)[1:], grid.flip(0)[:-1]):
+            k = T * t - 1
+            log_ab = self.log_alpha_bar(k)
+            sigma = torch.sqrt(-torch.expm1(log_ab))
+            beta = beta_table[min(int(k.round()), T - 1)]
+            eps = eps_of(x, k)
+            drift = -0.5 * beta * x + (beta / sigma) * eps
+            x = x + drift.to(x.dtype) * float(s - t)
+            if s > 0:
+                z = torch.randn(x.shape, generator=generator, device=x.device)
+                x = x + float(torch.sqrt(beta * (t - s))) * z
+        return x

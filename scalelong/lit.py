@@ -41,8 +41,9 @@ class DiffusionModule(L.LightningModule):
         model: the backbone (its LSC scaler is part of it).
         diffusion: noise schedule, objective and samplers.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up, then constant LR.
-        exclude_from_decay: put norms, biases, scalars (κ, α) and embeddings in a group
-            without weight decay.
+        exclude_from_decay: put norms, biases, scalars (κ, α), label-embedding tables and the
+            positional embedding in a group without weight decay (see ``no_decay_names``);
+            ``False`` decays every parameter, as the official U-ViT/ScaleLong optimiser does.
         seed: base of the per-step seeds and of the fixed validation draws.
         config: the resolved run config, stored in every checkpoint so it rebuilds the model.
     """
@@ -101,12 +102,11 @@ class DiffusionModule(L.LightningModule):
         return t.to(x0.device), noise.to(x0.device), delta.to(x0.device)
 
     def configure_optimizers(self) -> dict[str, Any]:
+        spared = no_decay_names(self.model) if self.exclude_from_decay else set()
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            plain = self.exclude_from_decay and (p.ndim < 2 or "embed" in name)
-            (no_decay if plain else decay).append(p)
+            if p.requires_grad:
+                (no_decay if name in spared else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -132,6 +132,20 @@ class DiffusionModule(L.LightningModule):
 
     def _step_seed(self) -> int:
         return (self.seed * 1_000_003 + self.global_step) * max(1, self.trainer.world_size) + self.global_rank
+
+
+def no_decay_names(model: torch.nn.Module) -> set[str]:
+    """Parameters ``exclude_from_decay`` spares: tensors of < 2 dims (norm weights, biases, κ, α),
+    ``nn.Embedding`` tables (labels) and learned positional embeddings (``pos_embed``).
+
+    Linear and conv weights are decayed even inside an embedding stage (the conv UNet's time MLP
+    ``time_embed.*.weight``, U-ViT's ``patch_embed``): they are ordinary layers.
+    """
+    tables = {f"{m}.weight" for m, mod in model.named_modules() if isinstance(mod, torch.nn.Embedding)}
+    return {
+        name for name, p in model.named_parameters()
+        if p.ndim < 2 or name in tables or name.rsplit(".", 1)[-1] == "pos_embed"
+    }
 
 
 def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:

@@ -261,11 +261,15 @@ class LearnableScalarScaling(Scaler):
         return SkipScales(ScalarScale(s.index, self.init) for s in specs)
 
 
+CODER_HIDDEN = 4  # App. A.2: r_i = ⌊C_i/4⌋, so an encoder/decoder bottleneck is C_i // r_i ≈ 4
+
+
 class LearnableScaling(Scaler):
     """``ls``: κ_i = σ(ζ(GAP(s_i))), an SE-style calibration module (paper Eq. (9)–(13)).
 
     ``shared=True`` (the paper's default) uses one ζ on width C_min for every skip, plus one
-    encoder/decoder pair per distinct wider width (App. A.2); ``shared=False`` gives each skip
+    encoder/decoder pair per distinct wider width whose bottleneck is C_i // ⌊C_i/4⌋ ≈ 4
+    (App. A.2, Eq. (12)–(13)); ``ratio`` is the core's r. ``shared=False`` gives each skip
     its own ζ on its own width.
     """
 
@@ -286,8 +290,8 @@ class LearnableScaling(Scaler):
             )
         c_min = min(s.width for s in specs)
         core = self._se(c_min, c_min, c_min)
-        coders = {  # Eq. (12)-(13): C_i -> C_i/r -> C_min and back, shared by equal widths
-            w: (self._se(w, c_min, w), self._se(c_min, w, w))
+        coders = {  # Eq. (12)-(13): C_i -> C_i/r_i -> C_min and back, shared by equal widths
+            w: (self._coder(w, c_min), self._coder(c_min, w))
             for w in sorted({s.width for s in specs if s.width != c_min})
         }
         return SkipScales(
@@ -296,8 +300,18 @@ class LearnableScaling(Scaler):
         )
 
     def _se(self, in_width: int, out_width: int, skip_width: int) -> SqueezeExcite:
-        """An SE map whose bottleneck is skip_width // r (Eq. (11)-(13))."""
+        """The core ζ: an SE map whose bottleneck is skip_width // r (Eq. (11))."""
         hidden = max(1, skip_width // self.ratio)
+        return SqueezeExcite(in_width, hidden, out_width, self.activation)
+
+    def _coder(self, in_width: int, out_width: int) -> SqueezeExcite:
+        """Encoder (C_i -> C_min) or decoder (C_min -> C_i) of App. A.2, Eq. (12)-(13).
+
+        Its compression ratio is r_i = ⌊C_i/4⌋ with C_i the wider width, so the bottleneck
+        C_i // r_i is about 4 whatever C_i is (not the core's ``ratio``).
+        """
+        wide = max(in_width, out_width)
+        hidden = wide // max(1, wide // CODER_HIDDEN)
         return SqueezeExcite(in_width, hidden, out_width, self.activation)
 
 

@@ -23,7 +23,7 @@ def test_every_experiment_composes_and_builds_its_model(experiment):
     [
         ("cifar10_uvit_s2", 128, 500_000, 2500, 2e-4, [0.99, 0.999]),
         ("celeba64_uvit_s4", 128, 500_000, 4000, 2e-4, [0.99, 0.99]),
-        ("imagenet64_uvit_m4", 128, 300_000, 5000, 3e-4, [0.99, 0.99]),  # 128 per GPU x 8 = 1024
+        ("imagenet64_uvit_m4", 1024, 300_000, 5000, 3e-4, [0.99, 0.99]),  # global batch
     ],
 )
 def test_paper_settings_match_spec_table(experiment, batch, steps, warmup, lr, betas):

@@ -491,3 +491,38 @@ def test_resumable_batch_sampler_resumes_mid_epoch_and_shards_by_rank() -> None:
     assert ranks[0] == stream[0:12:2][:6] and ranks[1] == stream[1:12:2][:6]
     flips = [f for batch in stream for _, f in batch]
     assert 0.3 < sum(flips) / len(flips) < 0.7
+
+
+@pytest.mark.parametrize(
+    "overrides,global_batch,per_process",
+    [
+        (["experiment=cifar10_uvit_s2", "trainer=ddp", "trainer.devices=4"], 128, 32),
+        (["experiment=imagenet64_uvit_m4", "trainer.devices=8"], 1024, 128),
+        (["experiment=imagenet64_uvit_m4", "trainer.devices=2", "trainer.num_nodes=2"], 1024, 256),
+        (["experiment=imagenet64_uvit_m4", "trainer.devices=4", "trainer.accumulate_grad_batches=2"], 1024, 128),
+    ],
+)
+def test_data_batch_size_is_the_global_batch_split_over_processes(overrides, global_batch, per_process, tmp_path):
+    """Issue 8: a paper experiment on N devices trains with the paper's global batch, not N times it."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from scalelong.config import compose
+
+    cfg = compose([*overrides, "trainer.accelerator=cpu", "trainer.precision=32-true",
+                   f"trainer.default_root_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
+    trainer = instantiate(cfg.trainer, callbacks=[], logger=False)  # builds the DDP plan, launches nothing
+    datamodule = instantiate(cfg.data)
+    datamodule.trainer = trainer
+    assert isinstance(trainer, L.Trainer) and datamodule.batch_size == global_batch
+    assert datamodule.process_batch_size() == per_process
+
+
+def test_a_global_batch_that_does_not_divide_is_one_config_error():
+    from scalelong.data.base import per_process_batch_size
+
+    assert per_process_batch_size(1024, 8) == 128
+    with pytest.raises(ConfigError, match=r"data.batch_size=1024 .* 3 processes .* 1 accumulation"):
+        per_process_batch_size(1024, 3)
+    with pytest.raises(ConfigError, match=r"data.batch_size=128 .* 4 processes .* 3 accumulation"):
+        per_process_batch_size(128, 4, 3)

@@ -41,6 +41,28 @@ def test_ls_gate_of_uvit_s2_cifar10_has_8497_parameters_shared_and_6x_per_skip()
     assert count(shared) - count(none) == 8497
 
 
+@pytest.mark.parametrize(
+    "overrides,params",
+    [([], 130_940_292), (["model.null_label=true", "model.class_dropout=0.1"], 130_941_060)],
+)
+def test_uvit_m4_imagenet64_has_the_official_1000_row_label_embedding(overrides, params):
+    with torch.device("meta"):
+        model = build_model("uvit_m4_imagenet64", "cs", overrides)
+    assert count(model) == params
+    assert model.label_embed.num_embeddings == 1000 + (params - 130_940_292) // 768
+
+
+def test_a_model_without_null_label_refuses_label_dropout_and_missing_labels():
+    with pytest.raises(ConfigError, match="model.null_label=true or model.class_dropout=0"):
+        small_uvit(num_classes=5, class_dropout=0.1, null_label=False)
+    model = small_unet(num_classes=5, class_dropout=0.0, null_label=False).eval()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 5])
+    assert model(x, t, torch.tensor([4, 0])).shape == (2, 3, 8, 8)
+    assert model.label_embed.num_embeddings == 5
+    with pytest.raises(ConfigError, match="no null label"):
+        model(x, t, None)
+
+
 @pytest.mark.parametrize("preset,skips", [("uvit_small", 4), ("uvit_deep", 10), ("unet_small", 6)])
 def test_cpu_presets(preset, skips):
     model = build_model(preset)

@@ -94,15 +94,26 @@ def test_ls_shared_gate_across_channel_widths_has_one_coder_pair_per_wider_width
     assert len(cores) == 1  # one ζ on C_min = 32 shared by every skip
     assert scales[1].gate.encode is scales[2].gate.encode  # equal widths share a coder pair
     assert scales[1].gate.encode is not scales[3].gate.encode
-    # ζ: 32->8->32, en/de for 64: 64->16->32 and 32->16->64, for 128: 128->32->32 and 32->32->128
-    expected = (32 * 8 + 8 + 8 * 32 + 32) + (64 * 16 + 16 + 16 * 32 + 32) + (32 * 16 + 16 + 16 * 64 + 64)
-    expected += (128 * 32 + 32 + 32 * 32 + 32) + (32 * 32 + 32 + 32 * 128 + 128)
+    # ζ: 32->8->32 (core ratio 4); en/de of App. A.2 with r_i = ⌊C_i/4⌋, a bottleneck of 4:
+    # 64: 64->4->32 and 32->4->64; 128: 128->4->32 and 32->4->128
+    expected = (32 * 8 + 8 + 8 * 32 + 32) + (64 * 4 + 4 + 4 * 32 + 32) + (32 * 4 + 4 + 4 * 64 + 64)
+    expected += (128 * 4 + 4 + 4 * 32 + 32) + (32 * 4 + 4 + 4 * 128 + 128)
     assert sum(p.numel() for p in scales.parameters()) == expected
     for spec, scale in zip(specs, scales):
         s = torch.randn(2, *spec.shape, requires_grad=True)
         gate = scale.gate(s)
         assert gate.shape == (2, spec.shape[0], 1, 1)
         assert bool(((gate > 0) & (gate < 1)).all())
+
+
+@pytest.mark.parametrize("width,hidden", [(6, 6), (10, 5), (64, 4), (256, 4), (257, 4), (3, 3)])
+def test_ls_coder_ratio_is_floor_of_width_over_4(width, hidden):
+    """App. A.2 Eq. (12)-(13): r_i = ⌊C_i/4⌋, bottleneck C_i // r_i, whatever the core ratio."""
+    specs = [SkipSpec(1, "channels", (2, 4, 4)), SkipSpec(2, "channels", (width, 2, 2))]
+    scales = LearnableScaling(ratio=16).skips(specs)
+    assert scales[1].gate.encode.down.out_features == hidden
+    assert scales[1].gate.decode.down.out_features == hidden
+    assert scales[1].gate.core.down.out_features == 1  # the core keeps r = 16 on C_min = 2
 
 
 def test_ls_gates_receive_gradients_from_the_skip_only():

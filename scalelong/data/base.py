@@ -141,8 +141,27 @@ class ImageFileDataset(Dataset[Sample]):
         return (x.flip(-1) if flip else x), torch.tensor(label, dtype=torch.long)
 
 
+def per_process_batch_size(global_batch: int, world_size: int, accumulate_grad_batches: int = 1) -> int:
+    """The batch one process loads per micro-step so that one optimiser step sees ``global_batch``.
+
+    ``data.batch_size`` is the global batch the paper states (the official code splits it across
+    processes): global = per-process × world size (devices × nodes) × gradient-accumulation steps.
+    """
+    parts = world_size * accumulate_grad_batches
+    if global_batch % parts:
+        raise ConfigError(
+            f"data.batch_size={global_batch} (the global batch) does not divide into {world_size} "
+            f"processes (devices × num_nodes) × {accumulate_grad_batches} accumulation steps; choose a "
+            f"device count or trainer.accumulate_grad_batches whose product divides {global_batch}."
+        )
+    return global_batch // parts
+
+
 class ImageDataModule(LightningDataModule, ABC):
     """Base of all data modules: subclasses set the shape attributes and implement ``load_splits``.
+
+    ``batch_size`` is the global batch of one optimiser step; each process loads
+    :meth:`process_batch_size` images per micro-step (see :func:`per_process_batch_size`).
 
     Attributes set at construction (before ``setup``): ``image_size``, ``channels``, ``num_classes``
     (0 for unconditional data). After ``setup``: ``train_set`` (full training split) and ``val_set``
@@ -183,12 +202,20 @@ class ImageDataModule(LightningDataModule, ABC):
         self.val_set = Subset(held_out, fixed_subset_indices(len(held_out), self.val_size, self.seed))
         log.info("%s: %d training images, %d validation images", type(self).__name__, len(train_set), len(self.val_set))
 
+    def process_batch_size(self) -> int:
+        """Images per process and micro-step: ``batch_size`` / (world size × accumulation steps)."""
+        trainer = self.trainer
+        if trainer is None:
+            return self.batch_size
+        return per_process_batch_size(self.batch_size, trainer.world_size, trainer.accumulate_grad_batches)
+
     def train_dataloader(self) -> DataLoader[Sample]:
         """Shuffled training batches (the last incomplete one dropped), resumable at any step.
 
         The batch sampler shards by rank itself, so the trainer runs with
         ``use_distributed_sampler=False``.
         """
+        per_process = self.process_batch_size()
         self.setup("fit")
         if len(self.train_set) < self.batch_size:
             raise ConfigError(
@@ -196,9 +223,12 @@ class ImageDataModule(LightningDataModule, ABC):
                 "lower data.batch_size."
             )
         trainer = self.trainer
+        world, accumulate = (trainer.world_size, trainer.accumulate_grad_batches) if trainer else (1, 1)
+        log.info("global batch %d = %d per process × %d processes × %d accumulation steps",
+                 self.batch_size, per_process, world, accumulate)
         sampler = ResumableBatchSampler(
             len(self.train_set),
-            self.batch_size,
+            per_process,
             self.shuffle_seed,
             start=trainer.global_step * trainer.accumulate_grad_batches if trainer else 0,
             rank=trainer.global_rank if trainer else 0,
@@ -214,10 +244,9 @@ class ImageDataModule(LightningDataModule, ABC):
     def val_dataloader(self) -> DataLoader[Sample]:
         """The fixed validation subset, in a fixed order."""
         self.setup("validate")
-
         return DataLoader(
             self.val_set,
-            batch_size=self.batch_size,
+            batch_size=self.process_batch_size(),
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

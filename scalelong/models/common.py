@@ -27,11 +27,22 @@ class Backbone(nn.Module, ABC):
 
     skip_scales: SkipScales
 
-    def __init__(self, in_chans: int, num_classes: int, class_dropout: float) -> None:
+    def __init__(self, in_chans: int, num_classes: int, class_dropout: float, null_label: bool = True) -> None:
         super().__init__()
         if num_classes < 0:
             raise ConfigError(f"model.num_classes={num_classes} must be >= 0 (0 = unconditional)")
+        if num_classes and not null_label and class_dropout > 0:
+            raise ConfigError(
+                f"model.class_dropout={class_dropout} needs the null label it drops to; set "
+                "model.null_label=true or model.class_dropout=0"
+            )
         self.in_chans, self.num_classes, self.class_dropout = in_chans, num_classes, class_dropout
+        self.null_label = bool(null_label)
+
+    @property
+    def label_rows(self) -> int:
+        """Rows of the label embedding: one per class, plus the null label ``num_classes`` if any."""
+        return self.num_classes + int(self.null_label) if self.num_classes else 0
 
     @property
     def num_skips(self) -> int:
@@ -45,8 +56,14 @@ class Backbone(nn.Module, ABC):
         """Labels of a class-conditional model; ``None`` or dropped labels become the null label.
 
         Label ``num_classes`` is the null label of classifier-free guidance; in training mode a
-        label is replaced by it with probability ``class_dropout``.
+        label is replaced by it with probability ``class_dropout``. A model built with
+        ``null_label=False`` (the official ImageNet 64 U-ViT) has no such row and needs labels.
         """
+        if y is None and not self.null_label:
+            raise ConfigError(
+                "this class-conditional model has no null label (model.null_label=false); pass class "
+                "labels y, and sample with guidance_scale=1.0"
+            )
         null = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.device)
         if y is None:
             return null

@@ -86,7 +86,7 @@ class UNet(Backbone):
         num_res_blocks: ResBlocks per level in the encoder (the decoder has one more).
         attn_resolutions: resolutions (in pixels) with self-attention after each ResBlock.
         dropout: dropout inside ResBlocks.
-        num_classes, class_dropout: class conditioning as in :class:`UViT`.
+        num_classes, class_dropout, null_label: class conditioning as in :class:`UViT`.
         norm_groups: GroupNorm groups.
         scaler: LSC scaler recipe or name.
     """
@@ -102,10 +102,11 @@ class UNet(Backbone):
         dropout: float = 0.1,
         num_classes: int = 0,
         class_dropout: float = 0.1,
+        null_label: bool = True,
         norm_groups: int = 32,
         scaler: Scaler | str | None = None,
     ) -> None:
-        super().__init__(in_chans, num_classes, class_dropout)
+        super().__init__(in_chans, num_classes, class_dropout, null_label)
         levels = len(ch_mult)
         if img_size % 2 ** (levels - 1):
             raise ConfigError(
@@ -118,7 +119,7 @@ class UNet(Backbone):
         emb_dim = 4 * ch
         self.img_size, self.ch = img_size, ch
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.label_embed = nn.Embedding(self.label_rows, emb_dim) if num_classes else None
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, norm_groups, scaler.branch())

@@ -62,6 +62,8 @@ class UViT(Backbone):
         num_classes: 0 for unconditional; otherwise a label token is prepended and label
             ``num_classes`` is the null label of classifier-free guidance.
         class_dropout: probability of replacing the label by the null label while training.
+        null_label: keep the extra embedding row of the null label; the official ImageNet 64
+            models have none (1,000 rows, no label dropout, no guidance).
         scaler: LSC scaler recipe or name (see :mod:`scalelong.scalers`).
         conv_head: 3×3 conv after unpatchify (U-ViT's default).
     """
@@ -77,10 +79,11 @@ class UViT(Backbone):
         mlp_ratio: float = 4.0,
         num_classes: int = 0,
         class_dropout: float = 0.1,
+        null_label: bool = True,
         scaler: Scaler | str | None = None,
         conv_head: bool = True,
     ) -> None:
-        super().__init__(in_chans, num_classes, class_dropout)
+        super().__init__(in_chans, num_classes, class_dropout, null_label)
         if img_size % patch_size:
             raise ConfigError(
                 f"model.img_size={img_size} is not divisible by model.patch_size={patch_size}; "
@@ -92,7 +95,7 @@ class UViT(Backbone):
         self.img_size, self.patch_size, self.embed_dim = img_size, patch_size, embed_dim
         self.grid = img_size // patch_size
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
-        self.label_embed = nn.Embedding(num_classes + 1, embed_dim) if num_classes else None
+        self.label_embed = nn.Embedding(self.label_rows, embed_dim) if num_classes else None
         self.extras = 2 if num_classes else 1
         num_tokens = self.extras + self.grid**2
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
