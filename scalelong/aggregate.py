@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-IGNORED = ("seed=", "trainer.", "callbacks.", "logger", "hydra", "ckpt_path", "paths.", "run_name")
+from scalelong.config import names_the_run
+
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -31,7 +32,7 @@ def group_key(run: Path) -> str:
     """The run's overrides that define what it computes, without its seed."""
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    kept = sorted(o for o in overrides or [] if not o.lstrip("+~").startswith(IGNORED))
+    kept = sorted(o for o in overrides or [] if names_the_run(o) and not o.lstrip("+~").startswith("seed="))
     return " ".join(kept) or "(defaults)"
 
 
