@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from hydra.experimental.callback import Callback
@@ -137,17 +137,18 @@ def checkpoint_step(path: Path) -> int:
     return int(ckpt["global_step"])
 
 
-def checkpoints_newest_first(run_dir: Path) -> Iterator[tuple[Path, int | None]]:
-    """``(path, step)`` of the run's checkpoints, highest step first (``last.ckpt`` before an
-    interval checkpoint of the same step); step ``None`` for a file that cannot be read, last."""
+def checkpoints_newest_first(run_dir: Path) -> list[tuple[Path, int]]:
+    """``(path, step)`` of the run's readable checkpoints, highest step first (``last.ckpt`` before
+    an interval checkpoint of the same step); unreadable files are skipped with a warning."""
     found = []
     for path in (Path(run_dir) / "checkpoints").glob("*.ckpt"):
         try:
             found.append((path, checkpoint_step(path)))
-        except Exception:  # truncated, foreign or empty files: reported when they are tried
-            found.append((path, None))
-    found.sort(key=lambda item: (item[1] is not None, item[1] or 0, item[0].name.startswith("last")), reverse=True)
-    return iter(found)
+        except Exception as err:  # truncated, foreign or empty files
+            log.warning("skipping %s: it cannot be read (%s: %s), so an older checkpoint is used; the file is kept "
+                        "for inspection", path, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+    found.sort(key=lambda item: (item[1], item[0].name.startswith("last")), reverse=True)
+    return found
 
 
 def newest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -155,7 +156,7 @@ def newest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None
     ones are skipped with a warning (and kept for inspection)."""
     from scalelong.lit import read_checkpoint
 
-    for path, step in checkpoints_newest_first(run_dir):
+    for path, _ in checkpoints_newest_first(run_dir):
         try:
             return path, read_checkpoint(path)
         except CheckpointError as err:
@@ -217,6 +218,7 @@ class SweepReport(Callback):
     ``scalelong-train -m`` exit non-zero when any did; the others have run to the end."""
 
     failed: list[str] = []
+    sweep_dir: str = ""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -225,7 +227,7 @@ class SweepReport(Callback):
             status = read_status(status_file.parent) or {}
             if status.get("status") != "completed":
                 failed.append(f"{status_file.parent.name} ({status.get('status')}: {status.get('error', '')})")
-        SweepReport.failed = failed
+        SweepReport.failed, SweepReport.sweep_dir = failed, str(sweep_dir)
         if failed:
             log.error("%d job(s) of the sweep in %s did not complete: %s", len(failed), sweep_dir, "; ".join(failed))
 

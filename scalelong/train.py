@@ -183,7 +183,7 @@ def main() -> None:
     if SweepReport.failed:
         sys.exit(f"scalelong-train: {len(SweepReport.failed)} job(s) of the sweep did not complete: "
                  f"{'; '.join(SweepReport.failed)}; the other jobs finished. Fix the cause and rerun the same "
-                 "command with hydra.sweep.dir=<this sweep> to fill them in")
+                 f"command with hydra.sweep.dir={SweepReport.sweep_dir} to fill them in")
 
 
 if __name__ == "__main__":
