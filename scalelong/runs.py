@@ -264,18 +264,28 @@ class RunFiles(L.Callback):
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
+        self._row_logged = False
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         from scalelong.loggers import ResumableCSVLogger
 
+        # Saved from on_train_batch_end (no validation follows), the step's own training row is
+        # logged by Lightning right after this hook: count it, and have it written at once.
+        pending = int(trainer.training and not trainer.validating and trainer._logger_connector.should_update_logs
+                      and not self._row_logged)
         for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
-                checkpoint[CSV_ROWS_KEY] = logger.experiment.rows_on_disk()
+                writer = logger.experiment
+                checkpoint[CSV_ROWS_KEY] = writer.rows_on_disk() + pending
+                writer.save_next_row = bool(pending)
             else:
                 logger.save()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.received_sigterm and not validation_follows(trainer):
+            # Lightning logs the step's training row after this hook, which the stop would skip.
+            trainer._logger_connector.update_train_step_metrics()
+            self._row_logged = True
             self._stop(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

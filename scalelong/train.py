@@ -99,10 +99,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             logger.log_metrics({"kappa/auto": auto}, step=0)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    except SIGTERMException:  # raised by Lightning in the middle of a validation
-        raise RunInterrupted(f"stopped by SIGTERM at step {trainer.global_step}, during validation; the last "
-                             f"checkpoint in {run_dir / 'checkpoints'} is kept. Run the same command again "
-                             "to resume") from None
+    except SIGTERMException:  # Lightning's own stop, when SIGTERM came after RunFiles' last look
+        raise RunInterrupted(f"stopped by SIGTERM at step {trainer.global_step}; the last checkpoint in "
+                             f"{run_dir / 'checkpoints'} is kept. Run the same command again to resume") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step
     if trainer.is_global_zero:
