@@ -30,17 +30,45 @@ def scalelong(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=600)
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
 @pytest.mark.slow
-def test_multirun_of_two_jobs_writes_two_run_directories(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = scalelong("train", ["-m", "scaler=none,cs", *TINY_CLI, f"hydra.sweep.dir={sweep}"], tmp_path)
+def test_readme_joblib_sweep_runs_as_written(tmp_path):
+    """The documented command, without hydra.sweep.dir: the sweep directory resolves under outputs/."""
+    documented = "scalelong-train -m hydra/launcher=joblib scaler=none,cs"
+    assert documented in README.read_text()
+    proc = scalelong("train", [*documented.split()[1:], *TINY_CLI], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert len(runs) == 2
-    assert "scaler-cs" in runs[0] and "scaler-none" in runs[1]
+    assert [r.rsplit("__", 1)[-1] for r in runs] == ["scaler-cs", "scaler-none"]
     for run in runs:
+        assert json.loads((sweep / run / "status.json").read_text())["status"] == "completed"
         assert (sweep / run / "checkpoints" / "last.ckpt").is_file()
-        assert (sweep / run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finished_results(tmp_path):
+    proc = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "scalelong-train: 1 job(s) of the sweep did not complete: ")
+    status = {p.name.split("input_noise-")[1].split("__")[0]: json.loads((p / "status.json").read_text())
+              for p in sweep.iterdir() if p.is_dir()}
+    assert status["1e+39"]["status"] == "failed" and "NonFiniteLossError" in status["1e+39"]["error"]
+    assert status["0.0"]["status"] == "completed"
+    (finished,) = [p for p in sweep.iterdir() if "input_noise-0.0" in p.name]
+    summary = (finished / "summary.json").read_bytes()
+
+    table = subprocess.run([sys.executable, "-m", "scalelong.aggregate", str(sweep)], capture_output=True, text=True)
+    assert "diffusion.input_noise=0.0" in table.stdout
+    assert "Not in the table (did not complete)" in table.stdout and "failed: NonFiniteLossError" in table.stdout
+
+    again = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert again.returncode == 1
+    assert (finished / "summary.json").read_bytes() == summary  # the finished job was not redone or blanked
 
 
 @pytest.mark.slow
