@@ -2,7 +2,8 @@
 
 Every run directory holds ``summary.json`` (final metrics) and ``.hydra/overrides.yaml``. Runs
 whose overrides agree except for ``seed`` form one group; each metric is reported as
-mean ± standard deviation over the group's seeds, with the number of seeds.
+mean ± standard deviation over the group's seeds, with the number of seeds. Jobs that failed,
+were interrupted or never ran are listed under the table.
 
     scalelong-train -m scaler=none,cs,ls seed=0,1,2 trainer.max_steps=2000
     scalelong-aggregate outputs/multirun/2026-11-24_17-00-00 --metrics val/loss
@@ -19,19 +20,61 @@ from pathlib import Path
 
 import yaml
 
-IGNORED = ("seed=", "trainer.", "callbacks.", "logger", "hydra", "ckpt_path", "paths.", "run_name")
+from scalelong.config import names_the_run
+
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories (holding summary.json) at or below ``paths``."""
-    return sorted({p.parent for root in paths for p in Path(root).rglob("summary.json")})
+    """Completed run directories (holding summary.json, and no status.json other than completed)
+    at or below ``paths``."""
+    runs = {p.parent for root in paths for p in Path(root).rglob("summary.json")}
+    return sorted(r for r in runs if (run_status(r) or {}).get("status", "completed") == "completed")
+
+
+def run_status(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def incomplete_jobs(paths: list[Path]) -> list[str]:
+    """One line per job at or below ``paths`` that did not complete (failed, interrupted, still
+    running or never finished), and per sweep whose ``multirun.yaml`` lists more jobs than ran."""
+    lines = []
+    for root in paths:
+        for hydra_dir in sorted(Path(root).rglob(".hydra")):
+            run = hydra_dir.parent
+            status = run_status(run)
+            if status is None and not (run / "summary.json").is_file():
+                lines.append(f"{run}: no result (the job did not finish)")
+            elif status is not None and status.get("status") != "completed":
+                lines.append(f"{run}: {status.get('status')}: {status.get('error', '')}".rstrip(": "))
+        for sweep in sorted(Path(root).rglob("multirun.yaml")):
+            expected = sweep_size(sweep)
+            ran = sum(1 for d in sweep.parent.iterdir() if (d / ".hydra").is_dir())
+            if expected > ran:
+                lines.append(f"{sweep.parent}: {expected - ran} of {expected} jobs missing (never started)")
+    return lines
+
+
+def sweep_size(multirun_yaml: Path) -> int:
+    """The number of jobs of a sweep, from the overrides stored in its ``multirun.yaml``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = (yaml.safe_load(multirun_yaml.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
+    size = 1
+    for override in OverridesParser.create().parse_overrides(overrides or []):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
 
 
 def group_key(run: Path) -> str:
     """The run's overrides that define what it computes, without its seed."""
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    kept = sorted(o for o in overrides or [] if not o.lstrip("+~").startswith(IGNORED))
+    kept = sorted(o for o in overrides or [] if names_the_run(o) and not o.lstrip("+~").startswith("seed="))
     return " ".join(kept) or "(defaults)"
 
 
@@ -69,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this .md file")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
-    if not runs:
+    problems = incomplete_jobs(args.paths)
+    if not runs and not problems:
         parser.exit(1, f"scalelong-aggregate: no run with summary.json under {', '.join(map(str, args.paths))}\n")
     table = to_markdown(aggregate(runs, args.metrics))
+    if problems:
+        table += "\n\nNot in the table (did not complete):\n" + "\n".join(f"- {line}" for line in problems)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")

@@ -3,37 +3,66 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.errors import ConfigError
 from scalelong.models.common import Backbone
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # Overrides of these fields change how a run is executed or observed, not what it computes, so
-# they do not name the run directory (a longer trainer.max_steps resumes the same run).
+# they do not name the run directory (a longer trainer.max_steps resumes the same run) ...
 _UNNAMED_PREFIXES = ("trainer.", "callbacks.", "logger.", "paths.", "hydra", "ckpt_path", "run_name")
+# ... except these, which change the result (clipping, accumulation, precision, EMA).
+_NAMING_EXCEPTIONS = ("trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
+                      "trainer.accumulate_grad_batches", "trainer.precision", "callbacks.ema")
+
+
+def names_the_run(override: str) -> bool:
+    """Whether a command-line override (``key=value`` or ``key-value``) changes what a run computes."""
+    key = override.lstrip("+~")
+    return not key.startswith(_UNNAMED_PREFIXES) or key.startswith(_NAMING_EXCEPTIONS)
 
 
 def run_name(override_dirname: str, max_len: int = 120) -> str:
     """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
 
-    Group choices (``trainer-ddp_cpu``) and model, scaler, data, diffusion, optim and seed
-    fields name the run; names longer than ``max_len`` end in a hash of the full name.
+    Group choices (``trainer-ddp_cpu``), model, scaler, data, diffusion, optim and seed fields, and
+    the trainer and EMA settings that change results name the run; a ``/`` in a value becomes
+    ``%``; names longer than ``max_len`` end in a hash of the full name.
     """
-    items = [it for it in override_dirname.split("__") if it and not it.startswith(_UNNAMED_PREFIXES)]
-    name = "__".join(items) or "default"
+    items = [it for it in override_dirname.split("__") if it and names_the_run(it)]
+    name = "__".join(items).replace("/", "%") or "default"
     if len(name) > max_len:
         name = f"{name[: max_len - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
 
 
+def run_dir_name(name: str) -> str:
+    """``run_name`` checked to be one directory name, so the run stays under ``outputs/runs/``."""
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ConfigError(f"run_name={name!r} is not a single directory name; pick a name without '/' "
+                          "and other than '..', e.g. run_name=my_run")
+    return name
+
+
+def runtime_cwd() -> str:
+    """Hydra's ``runtime.cwd`` in a job; the current directory before Hydra sets it (a sweep's
+    directory is resolved then)."""
+    return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
+
+
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
+OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
 
 
 def compose(

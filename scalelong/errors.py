@@ -18,3 +18,7 @@ class DataError(ScaleLongError, RuntimeError):
 
 class CheckpointError(ScaleLongError, RuntimeError):
     """A checkpoint that is missing, corrupt or from an incompatible model."""
+
+
+class OutputError(ScaleLongError, OSError):
+    """A result that cannot be written (full disk, unwritable directory); the previous file is kept."""

@@ -13,6 +13,7 @@ uninterrupted one exactly (the data order is resumable too, see ``ResumableBatch
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ class DiffusionModule(L.LightningModule):
             raise NonFiniteLossError(
                 f"the training loss is {loss.item()} at step {self.global_step}; the run stopped and "
                 "the last good checkpoint is kept. Lower optim.lr, set trainer.gradient_clip_val, or "
-                "try a smaller scaler.kappa"
+                "try a smaller cs_kappa"
             )
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -162,19 +163,85 @@ def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict of a scalelong run; CheckpointError naming the file if it is unusable."""
+    """The checkpoint dict of a scalelong run; CheckpointError naming the file if it is unusable.
+
+    Loads with ``weights_only=True``: a checkpoint is data (tensors, numbers, strings), and a file
+    whose pickle would build any other object (and so could run code) is refused. The stored
+    config may only name scalelong's own model, scaler, diffusion and data classes
+    (``check_stored_targets``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .ckpt file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err).lower() and "weights only" not in str(err).lower():
+            raise CheckpointError(f"checkpoint {path} cannot be read (UnpicklingError: {err}); "
+                                  "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err
+        refused = str(err).split("\n\n")[1].strip() if "\n\n" in str(err) else str(err).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} holds Python objects that are not plain data and was not loaded, "
+                              f"because unpickling them can run code ({refused.splitlines()[0]}); "
+                              "use a .ckpt written by scalelong-train from a source you trust") from None
+    except RuntimeError as err:
+        if "device" in str(err).lower() and ("cuda" in str(err).lower() or "deserialize" in str(err).lower()):
+            raise CheckpointError(f"checkpoint {path} cannot be loaded onto {map_location} ({str(err).splitlines()[0]}); "
+                                  "the file is fine: pick an available device, e.g. device=cpu") from err
+        raise CheckpointError(f"checkpoint {path} cannot be read (RuntimeError: {str(err).splitlines()[0]}); "
+                              "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
                               "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err
     if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a scalelong checkpoint (no stored run config); "
                               "use a .ckpt written by scalelong-train")
+    check_stored_targets(ckpt[CONFIG_KEY], path)
     return ckpt
+
+
+# The parts of a stored config that scalelong instantiates, and the classes they may name.
+_INSTANTIATED = ("model", "scaler", "diffusion", "data")
+
+
+def check_stored_targets(config: Any, path: str | Path) -> None:
+    """Every ``_target_`` under the model, scaler, diffusion and data of a stored config must be
+    one of scalelong's own backbone, scaler, diffusion or data-module classes; anything else
+    (``os.system``, ``subprocess.Popen``, any importable callable) is refused before it is imported."""
+    from hydra.utils import get_class
+
+    from scalelong.data.base import ImageDataModule
+    from scalelong.scalers import Scaler
+
+    allowed = (Backbone, Scaler, Diffusion, ImageDataModule)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a scalelong checkpoint (its stored run config is not a mapping); "
+                              "use a .ckpt written by scalelong-train")
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "_target_":
+                    check(value, where)
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    def check(target: Any, where: str) -> None:
+        cls = None
+        if isinstance(target, str) and target.startswith("scalelong."):
+            try:
+                cls = get_class(target)
+            except Exception:  # not a class, or not importable
+                cls = None
+        if not (isinstance(cls, type) and cls.__module__.startswith("scalelong.") and issubclass(cls, allowed)):
+            raise CheckpointError(
+                f"checkpoint {path} names {where}._target_={target!r}, which is not a scalelong model, scaler, "
+                "diffusion or data class; it was not loaded (a shared checkpoint must not run code). "
+                "Use a .ckpt written by scalelong-train from a source you trust")
+
+    for part in _INSTANTIATED:
+        walk(config.get(part), part)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionModule:
@@ -185,9 +252,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     ckpt = read_checkpoint(path, map_location)
     module = build_module(ckpt[CONFIG_KEY])
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {path} do not fit the model of its stored config: {err}") from err
+    own, stored = module.state_dict(), ckpt["state_dict"]
+    missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
+    mismatched = [k for k in stored if k in own and own[k].shape != stored[k].shape]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"weights in {path} do not fit the model of its stored config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(mismatched)} of another shape, e.g. "
+            f"{(missing + unexpected + mismatched)[0]}); the file was edited or written by another version: "
+            "use a .ckpt written by this scalelong-train")
+    module.load_state_dict(stored)
     log.info("loaded %s (step %s)", path, ckpt.get("global_step"))
     return module.eval()

@@ -6,28 +6,39 @@
     scalelong-train experiment=cifar10_uvit_s2 trainer=ddp    # a paper setting on GPUs
 
 A run directory holds ``.hydra/`` (the composed config), ``train.log``, ``csv/metrics.csv``,
-``checkpoints/`` (``last.ckpt`` and one per interval) and ``samples/``. Running the same command
-again resumes from ``checkpoints/last.ckpt`` (``ckpt_path=auto``).
+``checkpoints/`` (``last.ckpt`` and one per interval), ``samples/``, ``summary.json`` and
+``status.json``. Running the same command again resumes from the newest valid checkpoint
+(``ckpt_path=auto``), or does nothing if the run has finished. In a sweep, a job that fails with a
+user error is recorded in its ``status.json`` and the other jobs still run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from scalelong.config import CONF_DIR
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.kappa import resolve_auto_kappa
-from scalelong.lit import DiffusionModule, build_module, read_checkpoint
+from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
+from scalelong.loggers import ResumableCSVLogger
+from scalelong.runs import (CSV_ROWS_KEY, AtomicCheckpointIO, RunFiles, RunInterrupted, RunLock, SweepReport,
+                            archive_run,
+                            config_differences, newest_valid_checkpoint, write_atomic, write_status)
 
 log = logging.getLogger("scalelong.train")
 
@@ -37,17 +48,48 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Build everything from ``cfg``, fit, and return the final metrics (also in summary.json)."""
+    """Build everything from ``cfg``, fit, and return the final metrics (also in summary.json).
+
+    Holds the run directory's lock for the whole run (rank 0), and records the outcome in
+    ``status.json``: ``completed``, or ``failed`` with the error.
+    """
+    run_dir = Path(run_dir)
+    if rank_zero_only.rank != 0:
+        return _train(cfg, run_dir)
+    with RunLock(run_dir):
+        try:
+            return _train(cfg, run_dir)
+        except BaseException as err:
+            if not isinstance(err, ConfigError) or "in use by another" not in str(err):
+                write_status(run_dir, "interrupted" if isinstance(err, RunInterrupted) else "failed",
+                             error=f"{type(err).__name__}: {err}")
+            raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     auto = resolve_auto_kappa(cfg)
+    module = build_module(cfg)
+    ckpt, stored = resume_checkpoint(cfg.ckpt_path, run_dir, module.config)
+    summary_file = run_dir / "summary.json"
+    if stored is not None and stored["global_step"] >= cfg.trainer.max_steps > 0 and summary_file.is_file():
+        log.info("run %s already finished at step %d (trainer.max_steps=%d); its results are kept. Raise "
+                 "trainer.max_steps to continue it, or pass ckpt_path=null to start over",
+                 run_dir, stored["global_step"], cfg.trainer.max_steps)
+        return json.loads(summary_file.read_text())
+    if rank_zero_only.rank == 0:
+        write_status(run_dir, "running")
     datamodule = instantiate(cfg.data)
     datamodule.shuffle_seed = cfg.seed
-    module = build_module(cfg)
     check_geometry(module, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ckpt = resume_path(cfg.ckpt_path, run_dir)
+    if stored is not None and CSV_ROWS_KEY in stored:
+        for logger in loggers:
+            if isinstance(logger, ResumableCSVLogger) and rank_zero_only.rank == 0:
+                logger.experiment.keep_rows(stored[CSV_ROWS_KEY])  # rows after the checkpoint come again
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
+                          plugins=[AtomicCheckpointIO()])
     log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,
              cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips,
              sum(p.numel() for p in module.parameters()) / 1e6, f", resuming {ckpt}" if ckpt else "")
@@ -55,11 +97,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         log.info("scaler.kappa=auto chose kappa = %.4f (paper Sec. 4.1)", auto)
         for logger in loggers:
             logger.log_metrics({"kappa/auto": auto}, step=0)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except SIGTERMException:  # Lightning's own stop, when SIGTERM came after RunFiles' last look
+        raise RunInterrupted(f"stopped by SIGTERM at step {trainer.global_step}; the last checkpoint in "
+                             f"{run_dir / 'checkpoints'} is kept. Run the same command again to resume") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step
     if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2))
+        write_atomic(summary_file, json.dumps(metrics, indent=2))
+        write_status(run_dir, "completed", step=trainer.global_step)
     return metrics
 
 
@@ -78,33 +125,64 @@ def check_geometry(module: DiffusionModule, datamodule: L.LightningDataModule) -
         raise ConfigError(f"model.num_classes={m.num_classes} but the data has no labels; set model.num_classes=0")
 
 
-def resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``auto``: the run's last checkpoint if any; a path: that file, which must be a readable
-    scalelong checkpoint."""
+def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]
+                      ) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its contents, or ``(None, None)`` for a fresh start.
+
+    ``auto``: the run's readable checkpoint of the highest step (never a stale ``last.ckpt``; a
+    corrupt newest one is skipped with a warning), which must have been trained with the same
+    results-changing settings (``scalelong.runs.RESULT_KEYS``). A path: that checkpoint, whose
+    model and scaler must be this run's. ``null``: start over, moving a previous attempt's results
+    to ``previous/``.
+    """
     if ckpt_path in (None, "", "null"):
-        return None
+        if rank_zero_only.rank == 0:
+            archive_run(run_dir)
+        return None, None
     if ckpt_path == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            return None
-        ckpt_path = str(last)
-    read_checkpoint(ckpt_path)  # one clear error for a missing, corrupt or foreign file
-    return ckpt_path
+        found = newest_valid_checkpoint(run_dir)
+        if found is None:
+            return None, None
+        path, stored = found
+        diffs = config_differences(stored[CONFIG_KEY], config)
+        if diffs:
+            raise ConfigError(
+                f"run {run_dir.name} was trained with other settings ({'; '.join(diffs)}), so it cannot continue "
+                "with this command; use the stored values, name a new run with run_name=NAME, or start this one "
+                "over with ckpt_path=null")
+        return str(path), stored
+    path = Path(ckpt_path)
+    stored = read_checkpoint(path)  # one clear error for a missing, corrupt or foreign file
+    diffs = config_differences(stored[CONFIG_KEY], config, keys=("model", "scaler"))
+    if diffs:
+        raise ConfigError(f"ckpt_path={path} holds another model ({'; '.join(diffs)}); pass a checkpoint of this "
+                          "model, or choose the model and scaler it was trained with")
+    return str(path), stored
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         return train(cfg, run_dir).get("val/loss")
     except ScaleLongError as err:
         log.error("%s", err)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
+            return None
+        if isinstance(err, RunInterrupted):
+            print(f"scalelong-train: {err}", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         sys.exit(f"scalelong-train: {err}")
 
 
 def main() -> None:
     """Console entry point (``scalelong-train``)."""
     _hydra_main()
+    if SweepReport.failed:
+        sys.exit(f"scalelong-train: {len(SweepReport.failed)} job(s) of the sweep did not complete: "
+                 f"{'; '.join(SweepReport.failed)}; the other jobs finished. Fix the cause and rerun the same "
+                 f"command with hydra.sweep.dir={SweepReport.sweep_dir} to fill them in")
 
 
 if __name__ == "__main__":

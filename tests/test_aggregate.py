@@ -36,3 +36,17 @@ def test_no_runs_is_one_clear_error(tmp_path, capsys):
         main([str(tmp_path)])
     assert exit_info.value.code == 1
     assert "no run with summary.json" in capsys.readouterr().err
+
+
+def test_failed_and_missing_jobs_are_listed_under_the_table(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "scaler-cs", ["scaler=cs"], 0.5)
+    failed = sweep / "scaler-none"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "error": "NonFiniteLossError: nan"}))
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - scaler=none,cs,ls\n")
+    main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "| scaler=cs | 1 | 0.5 ± 0 |" in out
+    assert f"- {failed}: failed: NonFiniteLossError: nan" in out
+    assert f"- {sweep}: 1 of 3 jobs missing (never started)" in out

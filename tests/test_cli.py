@@ -3,12 +3,18 @@ clean errors. Each test launches real processes, so they are marked slow."""
 
 from __future__ import annotations
 
+import csv
+import json
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 TINY_CLI = [
     "data=digits", "data.batch_size=16", "model.embed_dim=32", "model.depth=4", "model.num_heads=2",
@@ -24,17 +30,45 @@ def scalelong(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=600)
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
 @pytest.mark.slow
-def test_multirun_of_two_jobs_writes_two_run_directories(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = scalelong("train", ["-m", "scaler=none,cs", *TINY_CLI, f"hydra.sweep.dir={sweep}"], tmp_path)
+def test_readme_joblib_sweep_runs_as_written(tmp_path):
+    """The documented command, without hydra.sweep.dir: the sweep directory resolves under outputs/."""
+    documented = "scalelong-train -m hydra/launcher=joblib scaler=none,cs"
+    assert documented in README.read_text()
+    proc = scalelong("train", [*documented.split()[1:], *TINY_CLI], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert len(runs) == 2
-    assert "scaler-cs" in runs[0] and "scaler-none" in runs[1]
+    assert [r.rsplit("__", 1)[-1] for r in runs] == ["scaler-cs", "scaler-none"]
     for run in runs:
+        assert json.loads((sweep / run / "status.json").read_text())["status"] == "completed"
         assert (sweep / run / "checkpoints" / "last.ckpt").is_file()
-        assert (sweep / run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finished_results(tmp_path):
+    proc = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "scalelong-train: 1 job(s) of the sweep did not complete: ")
+    status = {p.name.split("input_noise-")[1].split("__")[0]: json.loads((p / "status.json").read_text())
+              for p in sweep.iterdir() if p.is_dir()}
+    assert status["1e+39"]["status"] == "failed" and "NonFiniteLossError" in status["1e+39"]["error"]
+    assert status["0.0"]["status"] == "completed"
+    (finished,) = [p for p in sweep.iterdir() if "input_noise-0.0" in p.name]
+    summary = (finished / "summary.json").read_bytes()
+
+    table = subprocess.run([sys.executable, "-m", "scalelong.aggregate", str(sweep)], capture_output=True, text=True)
+    assert "diffusion.input_noise=0.0" in table.stdout
+    assert "Not in the table (did not complete)" in table.stdout and "failed: NonFiniteLossError" in table.stdout
+
+    again = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert again.returncode == 1
+    assert (finished / "summary.json").read_bytes() == summary  # the finished job was not redone or blanked
 
 
 @pytest.mark.slow
@@ -67,3 +101,67 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
     bad = scalelong("train", ["model=uvit_s2_cifar10", *TINY_CLI], tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "model expects 3×32×32 images but data gives 1×28×28" in bad.stderr
+
+
+RESUME_CLI = [
+    "data=digits", "data.batch_size=16", "model=unet_small", "model.ch=16", "model.norm_groups=8",
+    "model.attn_resolutions=[7]", "model.dropout=0.1", "trainer.max_steps=16", "trainer.val_check_interval=3",
+    "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "callbacks.samples.num_samples=2", "callbacks.samples.steps=2",
+    "callbacks.checkpoint.every_n_train_steps=2", "callbacks.ema.decay=0.9", "optim.warmup_steps=1",
+]
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scalelong.train", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < end
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_and_kills_at_random_moments_resume_bit_exact_with_each_metrics_row_once(tmp_path):
+    straight = scalelong("train", [*RESUME_CLI, "run_name=straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = tmp_path / "outputs" / "runs" / "killed"
+    args = [*RESUME_CLI, "run_name=killed"]
+
+    # SIGTERM (pre-emption): the step in progress ends, its state is saved, the exit code is not 0.
+    proc = start_train(args, tmp_path)
+    wait_for(run / "checkpoints" / "step0000002.ckpt", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("scalelong-train: stopped by SIGTERM ") and "Run the same command" in message
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+    # SIGKILL at random moments of successive attempts.
+    for seed in range(3):
+        proc = start_train(args, tmp_path)
+        time.sleep(random.Random(seed).uniform(0.5, 6.0))
+        proc.kill()
+        proc.communicate()
+    done = scalelong("train", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    a = torch.load(tmp_path / "outputs" / "runs" / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 16
+    for key in ("state_dict", "current_model_state"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
+        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key

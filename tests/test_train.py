@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,12 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     _, run_dir = train_run([*TINY["uvit"], "trainer.max_steps=2"], run_name="nan")
     last = run_dir / "checkpoints" / "last.ckpt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()
-    with pytest.raises(NonFiniteLossError, match="at step 2"):
-        train_run([*TINY["uvit"], "trainer.max_steps=4", "diffusion.input_noise=1e39"], run_name="nan")
+    with pytest.raises(NonFiniteLossError, match="at step 2"):  # an explicit ckpt_path may change the diffusion
+        train_run([*TINY["uvit"], "trainer.max_steps=4", "diffusion.input_noise=1e39", f"ckpt_path={last}"],
+                  run_name="nan")
     assert hashlib.sha256(last.read_bytes()).hexdigest() == before
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("NonFiniteLossError: the training loss is")
 
 
 def test_model_and_data_geometry_mismatch_is_one_config_error(train_run):
@@ -128,3 +132,67 @@ def test_kappa_auto_measures_kappa_on_the_data_and_stores_it(train_run):
     assert isinstance(kappa, float) and 0.3 < kappa < 0.9  # digits: range about [0.38, 0.67]
     assert series(read_metrics(run_dir), "kappa/auto")[0] == pytest.approx(kappa)
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt").model.kappas()[1] == pytest.approx(kappa)
+
+
+def assert_each_row_once(run_dir: Path, steps: int, val_every: int) -> None:
+    """train/loss at steps 0..steps-1 and val/loss after every ``val_every`` steps, each exactly once."""
+    rows = read_metrics(run_dir)
+    for key, want in (("train/loss", list(range(steps))), ("val/loss", list(range(val_every - 1, steps, val_every)))):
+        got = sorted(int(r["step"]) for r in rows if r.get(key))
+        assert got == want, (key, got)
+
+
+def test_rerun_of_a_finished_run_is_a_no_op_that_keeps_its_results(train_run):
+    args = [*TINY["unet"], "trainer.max_steps=2"]
+    first, run_dir = train_run(args)
+    files = {name: (run_dir / name).read_bytes() for name in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")}
+    again, _ = train_run(args)
+    assert again == first and "val/loss" in again
+    assert {name: (run_dir / name).read_bytes() for name in files} == files
+    longer, _ = train_run([*TINY["unet"], "trainer.max_steps=4"])  # a longer run continues it
+    assert longer["step"] == 4
+    assert_each_row_once(run_dir, 4, 2)
+
+
+def test_ckpt_path_null_starts_over_and_a_plain_rerun_continues_the_new_attempt(train_run):
+    args = [*TINY["unet"], "trainer.max_steps=4"]
+    _, run_dir = train_run(args)
+    train_run([*TINY["unet"], "trainer.max_steps=2", "ckpt_path=null"])
+    (previous,) = (run_dir / "previous").iterdir()  # the first attempt is kept, not mixed in
+    assert torch.load(previous / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "step0000002.ckpt"]
+    metrics, _ = train_run(args)  # resumes the new attempt at step 2, not the old one at step 4
+    assert metrics["step"] == 4
+    assert_each_row_once(run_dir, 4, 2)
+    assert not list((run_dir / "checkpoints").glob("last-v*.ckpt"))
+
+
+def test_a_results_changing_override_refuses_to_resume_naming_the_key(train_run):
+    _, run_dir = train_run([*TINY["unet"], "trainer.max_steps=2"])
+    for override in ["trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2",
+                     "callbacks.ema.decay=0.5", "optim.lr=0.001"]:
+        key = override.split("=")[0]
+        with pytest.raises(ConfigError, match=f"run run was trained with other settings \\({key}: .* -> "):
+            train_run([*TINY["unet"], "trainer.max_steps=4", override])
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 2
+
+
+def test_an_explicit_checkpoint_of_another_model_is_one_config_error(train_run):
+    _, run_dir = train_run([*TINY["unet"], "trainer.max_steps=2"], run_name="small")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=f"ckpt_path={ckpt} holds another model \\(model.ch: 16 -> 8"):
+        train_run([*TINY["unet"], "model.ch=8", f"ckpt_path={ckpt}"], run_name="other")
+
+
+def test_after_deleting_a_corrupt_last_ckpt_the_run_resumes_from_the_interval_checkpoint(train_run):
+    _, run_dir = train_run([*TINY["unet"], "trainer.max_steps=4"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:500])  # corrupt: skipped with a warning
+    (run_dir / "checkpoints" / "step0000004.ckpt").unlink()
+    metrics, _ = train_run([*TINY["unet"], "trainer.max_steps=6"])
+    assert metrics["step"] == 6
+    assert_each_row_once(run_dir, 6, 2)
+    last.unlink()  # as the error advises
+    metrics, _ = train_run([*TINY["unet"], "trainer.max_steps=8"])
+    assert metrics["step"] == 8
+    assert_each_row_once(run_dir, 8, 2)
