@@ -74,9 +74,18 @@ class Diffusion(nn.Module):
         schedule: "linear" (β from 1e-4 to 0.02, Ho et al. 2020) or "cosine" (Nichol & Dhariwal).
         input_noise: σ_δ of the extra noise added to the network input only, x_t + σ_δ ε_δ
             (ScaleLong Fig. 3c); the regression target stays ε_t.
+        clip_denoised: the ddpm, ddim and dpm_solver samplers clip each step's prediction of x_0 to
+            the data range [-1, 1] (Ho et al. 2020's sampler; diffusers' clip_sample/thresholding).
+            With ε-prediction, x̂_0 = (x_t - √(1-ᾱ_t) ε̂)/√ᾱ_t multiplies the error of ε̂ by
+            1/√ᾱ_t ≈ 160 at t = T-1 of the linear schedule: an ε̂ off by 0.07 rms (a model trained
+            for minutes) gives x̂_0 of std 11 and saturated samples. Well-trained models barely
+            notice the clip; U-ViT's evaluation does not clip (dpm_solver_fast, euler_maruyama).
     """
 
-    def __init__(self, num_timesteps: int = 1000, schedule: str = "linear", input_noise: float = 0.0):
+    def __init__(
+        self, num_timesteps: int = 1000, schedule: str = "linear", input_noise: float = 0.0,
+        clip_denoised: bool = True,
+    ):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ConfigError(
@@ -87,6 +96,7 @@ class Diffusion(nn.Module):
         self.num_timesteps = num_timesteps
         self.schedule = schedule
         self.input_noise = input_noise
+        self.clip_denoised = clip_denoised
         betas = linear_betas(num_timesteps) if schedule == "linear" else cosine_betas(num_timesteps)
         self.register_buffer("betas", betas, persistent=False)
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, dim=0), persistent=False)
@@ -94,7 +104,7 @@ class Diffusion(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_timesteps={self.num_timesteps}, schedule={self.schedule!r}, "
-            f"input_noise={self.input_noise}"
+            f"input_noise={self.input_noise}, clip_denoised={self.clip_denoised}"
         )
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -174,8 +184,8 @@ class Diffusion(nn.Module):
         with an exact ε for Gaussian data of std 0.05 it produced samples of std 0.016. Log-SNR
         steps end at t = 0 and give 0.049 (``tests/test_diffusion.py``, the Gaussian oracle).
         DDPM and DDIM use "linspace" spacing, so the first step is t = T-1 (where x_T ~ N(0, I) is
-        drawn) and the last is t = 0. No sampler clips its x_0 prediction at each step (as in
-        U-ViT's evaluation); `sample` clamps the final image once.
+        drawn) and the last is t = 0. ``clip_denoised`` decides whether they clip x̂_0 at each step;
+        `sample` clamps the final image once in any case.
         """
         common = dict(
             num_train_timesteps=self.num_timesteps,
@@ -184,14 +194,18 @@ class Diffusion(nn.Module):
         )
         if name == "ddpm":
             return DDPMScheduler(
-                **common, variance_type="fixed_small", clip_sample=False, timestep_spacing="linspace"
+                **common, variance_type="fixed_small", clip_sample=self.clip_denoised, timestep_spacing="linspace"
             )
         if name == "ddim":
             return DDIMScheduler(
-                **common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="linspace"
+                **common, clip_sample=self.clip_denoised, set_alpha_to_one=True, timestep_spacing="linspace"
             )
         if name == "dpm_solver":
-            return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+            # thresholding with sample_max_value 1 is a plain clip of x̂_0 to [-1, 1] (s = 1 always).
+            return DPMSolverMultistepScheduler(
+                **common, algorithm_type="dpmsolver++", solver_order=2,
+                thresholding=self.clip_denoised, sample_max_value=1.0,
+            )
         if name == "dpm_solver_fast":
             with warnings.catch_warnings():  # diffusers deprecates the ε form; U-ViT's protocol uses it
                 warnings.filterwarnings("ignore", message=".*dpmsolver.* is deprecated", category=FutureWarning)
