@@ -11,7 +11,7 @@ startup included, as a user waits for it).
     python scripts/fid_curves.py demo --only uvit_p4_b32 --report-only
 
 Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_vs_*.png``);
-runs go to ``outputs/runs/fid_curves/<study>/<recipe>``. A recipe already trained is not retrained
+runs go to ``outputs/runs/fid_curves-<study>-<recipe>``. A recipe already trained is not retrained
 (delete its run directory to redo it); a checkpoint already scored is not rescored.
 """
 
@@ -42,6 +42,11 @@ STUDIES: dict[str, dict[str, list[str]]] = {
                             "callbacks.ema.decay=0.995", "trainer.max_steps=1200"],
         "uvit_b32_beta09": [*DEMO_BASE, "optim.betas=[0.9,0.999]", "optim.lr=1e-3", "data.batch_size=32",
                             "callbacks.ema.decay=0.995", "trainer.max_steps=1500"],
+        "unet_b32": [*DEMO_BASE, "model=unet_small", "optim.betas=[0.9,0.999]", "optim.lr=1e-3",
+                     "data.batch_size=32", "callbacks.ema.decay=0.995", "trainer.max_steps=1500"],
+        "unet16_b32_lr2e-3": [*DEMO_BASE, "model=unet_small", "model.ch=16", "optim.betas=[0.9,0.999]",
+                              "optim.lr=2e-3", "data.batch_size=32", "callbacks.ema.decay=0.995",
+                              "trainer.max_steps=1500"],
     },
     # Each CPU preset trained to the generating regime (longer runs).
     "presets": {},
@@ -49,7 +54,7 @@ STUDIES: dict[str, dict[str, list[str]]] = {
 
 
 def run_dir(study: str, recipe: str) -> Path:
-    return ROOT / "outputs" / "runs" / "fid_curves" / study / recipe
+    return ROOT / "outputs" / "runs" / f"fid_curves-{study}-{recipe}"
 
 
 def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
@@ -62,7 +67,7 @@ def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     launched = time.time()
     meta.write_text(json.dumps({"launched": launched, "overrides": overrides}))
-    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name=fid_curves/{study}/{recipe}",
+    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}",
            f"callbacks.checkpoint.every_n_train_steps={every}", "ckpt_path=null"]
     log.info("%s", " ".join(cmd))
     with open(out / "stdout.log", "w") as f:

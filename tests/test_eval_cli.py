@@ -70,8 +70,9 @@ def test_kid_is_near_zero_for_one_distribution_and_seeded() -> None:
     same, _ = kid(a, b, subsets=20, subset_size=100, seed=0)
     shifted, std = kid(a, c + 1.0, subsets=20, subset_size=100, seed=0)
     assert abs(same) < 0.05 * shifted and shifted > 10 * std
-    assert kid(a, c + 1.0, subsets=20, subset_size=500, seed=0)[0] == pytest.approx(
-        kid(a, c + 1.0, subsets=20, subset_size=200, seed=0)[0])  # subset size clipped to the 200 features
+    assert kid(a, c + 1.0, subsets=20, subset_size=None, seed=0)[0] == pytest.approx(shifted, rel=0.2)  # 100 of 200
+    with pytest.raises(ConfigError, match="kid_subset_size=200 must be between 2 and 199"):
+        kid(a, c + 1.0, subsets=20, subset_size=200, seed=0)  # every subset would be the whole set
 
 
 @pytest.mark.slow

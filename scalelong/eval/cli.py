@@ -209,18 +209,37 @@ class FIDReference:
         return fid_from_stats(stats_from_features(features, self.extractor.extractor_id), self.stats)
 
 
-def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int | None, seed: int) -> tuple[float, float]:
     """KID mean and std of two feature sets, over ``subsets`` random subsets of ``subset_size`` features
-    (at most the smaller set), drawn with ``seed``."""
+    drawn with ``seed`` (None: half the smaller set). The std says something only when the subsets
+    differ, so a subset as large as the smaller set is a ConfigError."""
+    smaller = min(len(real), len(fake))
+    subset_size = subset_size or smaller // 2
+    if not 1 < subset_size < smaller:
+        raise ConfigError(f"kid_subset_size={subset_size} must be between 2 and {smaller - 1} (below the "
+                          f"{smaller} samples, or every KID subset is the same set and its ± is 0); "
+                          "use kid_subset_size=null for half the samples")
     with warnings.catch_warnings():  # the warning that KID keeps all features: it is given features here
         warnings.filterwarnings("ignore", message="Metric `Kernel Inception Distance`")
-        metric = kid_metric(nn.Identity(), subsets, min(subset_size, len(real), len(fake)))
+        metric = kid_metric(nn.Identity(), subsets, subset_size)
     metric.update(real, real=True)
     metric.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):  # torchmetrics draws the subsets from the global RNG
         torch.manual_seed(seed)
         mean, std = metric.compute()
     return float(mean), float(std)
+
+
+def references(ref: FIDReference, datamodule: ImageDataModule, n: int, seed: int, batch_size: int) -> dict[str, float]:
+    """FID of two reference sets of ``n`` images against the same statistics, to read a model's FID by:
+    real images of the held-out split (what a perfect model scores at this count) and N(0, 1) noise."""
+    test = split_dataset(datamodule, "test")
+    indices = fixed_subset_indices(len(test), min(n, len(test)), seed)
+    with torch.inference_mode():
+        real = torch.cat([ref.extractor(x.to(ref.device)).cpu() for x, _ in uint8_batches(test, indices, batch_size)])
+    shape = (n, datamodule.channels, datamodule.image_size, datamodule.image_size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+    return {"real_test": ref.fid(real), "noise": ref.fid(ref.features(noise, batch_size))}
 
 
 def weights_used(config: Mapping[str, Any] | None) -> str:
@@ -278,6 +297,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
     print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")
+    if cfg.references:
+        result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
+        print(f"references with the same features and count: real held-out images "
+              f"{result['references']['real_test']:.2f}, N(0, 1) noise {result['references']['noise']:.2f}")
+        path.write_text(json.dumps(result, indent=2))
     print(f"({result['weights']} weights of {ckpt}; features {result['extractor']}; reference {ref.dataset} "
           f"{ref.split}, {ref.stats.count} images)")
     print(f"wrote {path}")
