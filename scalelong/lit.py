@@ -176,8 +176,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" not in str(err).lower() and "weights only" not in str(err).lower():
-            raise CheckpointError(f"checkpoint {path} cannot be read (UnpicklingError: {err}); "
+        # weights_only refuses a pickle that would build objects as "Unsupported global"; other messages
+        # ("Unsupported operand", truncated data) mean the file is not a readable checkpoint at all.
+        if "unsupported global" not in str(err).lower():
+            detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line),
+                          str(err).splitlines()[0] if str(err) else "")
+            raise CheckpointError(f"checkpoint {path} cannot be read (UnpicklingError: {detail}); "
                                   "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err
         refused = str(err).split("\n\n")[1].strip() if "\n\n" in str(err) else str(err).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} holds Python objects that are not plain data and was not loaded, "
