@@ -65,6 +65,36 @@ OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
 OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
 
 
+def check_train_config(cfg: DictConfig) -> None:
+    """Refuse values that would otherwise fail deep inside a run (a traceback from the optimiser,
+    Hydra's ``instantiate`` or the last sample grid) with one ``ConfigError`` naming the key."""
+    kappa_key = "cs_kappa" if OmegaConf.to_container(cfg.scaler).get("kappa") == "${cs_kappa}" else "scaler.kappa"
+    kappa = cfg.scaler.get("kappa")
+    if kappa is not None and kappa != "auto" and not _is_number(kappa):
+        raise ConfigError(f"{kappa_key}={kappa!r} is not a number; set the constant-scaling κ, e.g. {kappa_key}=0.5 "
+                          f"(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or {kappa_key}=auto to measure it")
+    lr = cfg.optim.get("lr")
+    if not _is_number(lr) or float(lr) < 0:
+        raise ConfigError(f"optim.lr={lr!r} is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "
+                          "(the default)")
+    samples = cfg.get("callbacks", {}).get("samples")
+    num_samples = samples.get("num_samples") if samples is not None else 1
+    if not (_is_number(num_samples) and float(num_samples) >= 1):
+        raise ConfigError(f"callbacks.samples.num_samples={num_samples!r} draws no sample grid; set "
+                          "it to at least 1, e.g. callbacks.samples.num_samples=16, or turn the grids off with "
+                          "callbacks.samples=null")
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def compose(
     overrides: Sequence[str] = (), config_name: str | None = "train", return_hydra_config: bool = False
 ) -> DictConfig:

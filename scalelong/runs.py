@@ -14,18 +14,21 @@ import json
 import logging
 import os
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 import lightning as L
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import CheckpointError, ConfigError, OutputError, ScaleLongError
 
@@ -231,6 +234,38 @@ class SweepReport(Callback):
         if failed:
             log.error("%d job(s) of the sweep in %s did not complete: %s", len(failed), sweep_dir, "; ".join(failed))
 
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: before Hydra creates the run (or sweep) directory, check that it can be
+    created and written, and end ``scalelong-train`` with one line naming ``paths.output_dir``
+    instead of Hydra's traceback from ``mkdir``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        HydraConfig.instance().set_config(config)  # run_job sets it too; ${hydra:...} names the run
+        try:
+            check_writable_dir(Path(OmegaConf.select(config, key)), config.paths.output_dir)
+        except OutputError as err:
+            sys.exit(f"scalelong-train: {err}")
+
+
+def check_writable_dir(path: Path, output_dir: str) -> None:
+    """Create ``path`` (a run or sweep directory under ``output_dir``) and write a file in it, or
+    raise ``OutputError`` naming the directory and ``paths.output_dir``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot create or write the run directory {path} ({err.strerror or err}); set "
+                          f"paths.output_dir to a writable directory (paths.output_dir={output_dir})") from err
 
 
 def validation_follows(trainer: L.Trainer) -> bool:

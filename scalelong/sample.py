@@ -15,12 +15,12 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
 from scalelong.config import CONF_DIR
 from scalelong.diffusion import DEFAULT_STEPS
-from scalelong.errors import ScaleLongError
+from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.lit import DiffusionModule, load_checkpoint
 
 log = logging.getLogger("scalelong.sample")
@@ -52,7 +52,18 @@ def save_samples(images: torch.Tensor, labels: torch.Tensor, out: Path) -> None:
     log.info("wrote %s.png and %s.npz (%d samples)", out, out, len(images))
 
 
+def check_args(cfg: DictConfig) -> None:
+    """One ``ConfigError`` naming the argument, before the checkpoint is loaded."""
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ConfigError("ckpt is not set; pass the checkpoint to sample from, e.g. "
+                          "scalelong-sample ckpt=outputs/runs/default/checkpoints/last.ckpt")
+    for key in ("num_samples", "batch_size"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be a whole number of at least 1, e.g. {key}=64")
+
+
 def run(cfg: DictConfig) -> Path:
+    check_args(cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     module = load_checkpoint(cfg.ckpt, map_location=device).to(device)
     steps = cfg.steps or DEFAULT_STEPS.get(cfg.sampler)

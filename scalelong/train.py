@@ -25,13 +25,14 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from scalelong.config import CONF_DIR
+from scalelong.config import CONF_DIR, check_train_config
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.kappa import resolve_auto_kappa
 from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
@@ -55,10 +56,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """
     run_dir = Path(run_dir)
     if rank_zero_only.rank != 0:
-        return _train(cfg, run_dir)
+        return _unwrapped_train(cfg, run_dir)
     with RunLock(run_dir):
         try:
-            return _train(cfg, run_dir)
+            return _unwrapped_train(cfg, run_dir)
         except BaseException as err:
             if not isinstance(err, ConfigError) or "in use by another" not in str(err):
                 write_status(run_dir, "interrupted" if isinstance(err, RunInterrupted) else "failed",
@@ -66,7 +67,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             raise
 
 
+def _unwrapped_train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """``_train``, with a user error raised in a constructor (a data module's missing folder) passed
+    on as itself: Hydra's ``instantiate`` wraps it in an ``InstantiationException``."""
+    try:
+        return _train(cfg, run_dir)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ScaleLongError):
+            raise err.__cause__ from None
+        raise
+
+
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     auto = resolve_auto_kappa(cfg)
     module = build_module(cfg)

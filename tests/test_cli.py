@@ -103,6 +103,33 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
     assert "model expects 3×32×32 images but data gives 1×28×28" in bad.stderr
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,args,message", [
+    ("train", ["optim.lr=-1"], "optim.lr=-1 is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "
+                               "(the default)"),
+    ("train", ["cs_kappa=abc"], "cs_kappa='abc' is not a number; set the constant-scaling κ, e.g. cs_kappa=0.5 "
+                                "(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or cs_kappa=auto to measure it"),
+    ("train", ["callbacks.samples.num_samples=0"],
+     "callbacks.samples.num_samples=0 draws no sample grid; set it to at least 1, e.g. "
+     "callbacks.samples.num_samples=16, or turn the grids off with callbacks.samples=null"),
+    ("train", ["paths.output_dir={tmp}/a_file/outputs"],
+     "cannot create or write the run directory {tmp}/a_file/outputs/runs/{run} (Not a directory); set "
+     "paths.output_dir to a writable directory (paths.output_dir={tmp}/a_file/outputs)"),
+    ("sample", [], "ckpt is not set; pass the checkpoint to sample from, e.g. "
+                   "scalelong-sample ckpt=outputs/runs/default/checkpoints/last.ckpt"),
+    ("sample", ["ckpt=x.ckpt", "num_samples=0"], "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),
+])
+def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, command, args, message):
+    (tmp_path / "a_file").write_text("")
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = scalelong(command, [*(TINY_CLI if command == "train" else []), *args], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    run = "data.batch_size-16__data-digits__model.depth-4__model.embed_dim-32__model.num_heads-2"
+    assert proc.stderr.strip().splitlines()[-1] == f"scalelong-{command}: " + message.format(tmp=tmp_path, run=run)
+    assert not list(tmp_path.glob("outputs/runs/*/checkpoints/*.ckpt"))
+
+
 RESUME_CLI = [
     "data=digits", "data.batch_size=16", "model=unet_small", "model.ch=16", "model.norm_groups=8",
     "model.attn_resolutions=[7]", "model.dropout=0.1", "trainer.max_steps=16", "trainer.val_check_interval=3",

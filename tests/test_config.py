@@ -4,7 +4,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from scalelong.config import CONF_DIR, compose, run_name
+from scalelong.config import CONF_DIR, check_train_config, compose, run_name
+from scalelong.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -57,3 +58,26 @@ def test_run_name_keeps_what_changes_the_result():
     assert run_name("scaler-ls__seed-1__trainer.max_steps-99__trainer-gpu") == "scaler-ls__seed-1__trainer-gpu"
     long = run_name("__".join(f"model.f{i}-{i}" for i in range(40)))
     assert len(long) == 120 and long != run_name("__".join(f"model.f{i}-{i + 1}" for i in range(40)))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["cs_kappa=abc"], "cs_kappa='abc' is not a number; set the constant-scaling κ, e.g. cs_kappa=0.5 "
+                       "(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or cs_kappa=auto to measure it"),
+    (["scaler=cs_reversed", "scaler.kappa=abc"],
+     "scaler.kappa='abc' is not a number; set the constant-scaling κ, e.g. scaler.kappa=0.5 "
+     "(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or scaler.kappa=auto to measure it"),
+    (["optim.lr=-1"], "optim.lr=-1 is not a learning rate; set a positive number, e.g. optim.lr=2e-4 (the default)"),
+    (["callbacks.samples.num_samples=0"],
+     "callbacks.samples.num_samples=0 draws no sample grid; set it to at least 1, e.g. "
+     "callbacks.samples.num_samples=16, or turn the grids off with callbacks.samples=null"),
+])
+def test_a_bad_train_value_is_one_config_error_naming_the_key_value_and_fix(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        check_train_config(compose(["data=digits", *overrides], return_hydra_config=True))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("overrides", [[], ["scaler=none", "cs_kappa=abc"], ["cs_kappa=auto"], ["optim.lr=0"],
+                                       ["callbacks.samples=null"]])
+def test_valid_train_values_and_ignored_ones_pass_the_check(overrides):
+    check_train_config(compose(["data=digits", *overrides], return_hydra_config=True))

@@ -412,6 +412,42 @@ def test_image_folder_missing_and_corrupt(tmp_path: Path) -> None:
         all_batches(dm.val_dataloader())
 
 
+def test_an_image_folder_that_exists_is_not_reported_not_found(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "0.png")
+    with pytest.raises(DataError) as err:
+        ImageFolderDataModule(root=str(tmp_path), folder="flat").setup()
+    assert str(err.value) == (
+        f"Image folder {flat} has no 'train/' subfolder (data.train_split=train); move the training images into "
+        f"{flat}/train/**/*.png|jpg, or set data.train_split to the subfolder that holds them.")
+    (flat / "train").mkdir()
+    with pytest.raises(DataError, match=rf"^No images in {flat / 'train'} \(data.train_split=train\): looked for"):
+        ImageFolderDataModule(root=str(tmp_path), folder="flat").setup()
+    with pytest.raises(DataError) as err:
+        ImageFolderDataModule(root=str(tmp_path), folder="nothere").setup()
+    assert str(err.value) == (
+        f"Image folder not found: {tmp_path / 'nothere'} does not exist (data.root + data.folder). Put the images "
+        f"in {tmp_path / 'nothere'}/train/**/*.png|jpg, or point data.root/data.folder at the folder that holds "
+        "'train/'.")
+
+
+def test_holding_out_val_size_that_leaves_no_training_batch_names_val_size(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "images", {"a": 40}, ("train",), (8, 8))
+    folder = tmp_path / "images"
+    with pytest.raises(ConfigError) as err:
+        ImageFolderDataModule(root=str(tmp_path), image_size=8).setup()  # val_size=1024, batch_size=64
+    assert str(err.value) == (
+        f"data.val_size=1024 holds out 39 of the 40 images in {folder / 'train'} for validation (there is no 'val/' "
+        f"folder), leaving 1 to train on, fewer than data.batch_size=64; set data.val_size=4 data.batch_size=32, "
+        f"or put validation images in {folder / 'val'}.")
+    with pytest.raises(ConfigError, match="; set data.val_size=4, or put"):
+        ImageFolderDataModule(root=str(tmp_path), image_size=8, batch_size=16).setup()
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=8, batch_size=16, val_size=4)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set)) == (36, 4)
+
+
 def test_imagenet64_folder(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imagenet64", {"n01440764": 2, "n01443537": 3}, ("train", "val"), (64, 64))
     dm = ImageNet64DataModule(root=str(tmp_path), batch_size=2, val_size=4)

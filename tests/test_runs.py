@@ -14,7 +14,7 @@ import torch
 from scalelong.config import compose, run_dir_name, run_name
 from scalelong.errors import CheckpointError, ConfigError, OutputError
 from scalelong.lit import CONFIG_KEY, load_checkpoint, read_checkpoint
-from scalelong.runs import (AtomicCheckpointIO, RunLock, config_differences, newest_valid_checkpoint,
+from scalelong.runs import (AtomicCheckpointIO, OutputDirCheck, RunLock, config_differences, newest_valid_checkpoint,
                             write_atomic)
 
 CONFIG = {"model": {"_target_": "scalelong.models.UNet", "ch": 16}, "scaler": {"_target_": "scalelong.scalers.NoScaling"},
@@ -178,3 +178,16 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
     assert "do not fit the model of its stored config" in str(info.value)
 
+
+
+def test_an_unwritable_output_directory_is_one_line_before_hydra_creates_the_run(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    output_dir = tmp_path / "a_file" / "outputs"
+    cfg = compose(["data=digits", f"paths.output_dir={output_dir}"], return_hydra_config=True)
+    with pytest.raises(SystemExit) as exit_:
+        OutputDirCheck().on_run_start(config=cfg)
+    assert exit_.value.code == (
+        f"scalelong-train: cannot create or write the run directory {output_dir}/runs/data-digits (Not a directory); "
+        f"set paths.output_dir to a writable directory (paths.output_dir={output_dir})")
+    OutputDirCheck().on_run_start(config=compose([f"paths.output_dir={tmp_path}/ok"], return_hydra_config=True))
+    assert (tmp_path / "ok" / "runs" / "default").is_dir()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from scalelong.errors import CheckpointError, ConfigError
+from scalelong.errors import CheckpointError, ConfigError, DataError
 from scalelong.lit import NonFiniteLossError, load_checkpoint
 
 
@@ -196,3 +196,18 @@ def test_after_deleting_a_corrupt_last_ckpt_the_run_resumes_from_the_interval_ch
     metrics, _ = train_run([*TINY["unet"], "trainer.max_steps=8"])
     assert metrics["step"] == 8
     assert_each_row_once(run_dir, 8, 2)
+
+
+def test_a_bad_value_is_refused_before_training_and_writes_no_checkpoint(train_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"^callbacks.samples.num_samples=0 draws no sample grid"):
+        train_run([*TINY["uvit"], "callbacks.samples.num_samples=0", "trainer.max_steps=2"])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_data_error_raised_while_hydra_instantiates_the_data_reaches_the_cli_as_itself(train_run, tmp_path):
+    """Hydra wraps a constructor's exception in InstantiationException, which the CLI would print
+    as a traceback; the class-conditional image folder lists its classes in its constructor."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    with pytest.raises(DataError) as err:
+        train_run([*TINY["uvit"], "data=image_folder", "data.class_conditional=true"])
+    assert str(err.value).startswith(f"Image folder {tmp_path / 'data' / 'images'} has no 'train/' subfolder")

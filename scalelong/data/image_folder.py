@@ -87,11 +87,24 @@ class ImageFolderDataModule(ImageDataModule):
         return self.folder / split
 
     def _missing_message(self) -> str:
+        """Which of folder, training split or images is missing: a folder that exists is not "not found"."""
         layout = "<class>/*.png|jpg" if self.class_conditional else "**/*.png|jpg"
+        split_dir = self._split_dir(self.train_split)
+        if not self.folder.is_dir():
+            return (
+                f"Image folder not found: {self.folder} does not exist (data.root + data.folder). "
+                f"Put the images in {split_dir}/{layout}, or point data.root/data.folder at the folder that "
+                f"holds '{self.train_split}/'."
+            )
+        if not split_dir.is_dir():
+            return (
+                f"Image folder {self.folder} has no '{self.train_split}/' subfolder (data.train_split="
+                f"{self.train_split}); move the training images into {split_dir}/{layout}, or set "
+                f"data.train_split to the subfolder that holds them."
+            )
         return (
-            f"Image folder not found: looked for {self._split_dir(self.train_split)}/{layout}. "
-            f"Put the images there, or point data.root/data.folder at the folder that holds "
-            f"'{self.train_split}/'."
+            f"No images in {split_dir} (data.train_split={self.train_split}): looked for {layout} with the "
+            f"extensions {' '.join(IMG_EXTENSIONS)}; put the training images there."
         )
 
     def _class_to_idx(self) -> dict[str, int]:
@@ -131,6 +144,7 @@ class ImageFolderDataModule(ImageDataModule):
             if not val:
                 raise DataError(f"No images in {self._split_dir(self.val_split)}; add some or remove the folder.")
         else:
+            self._check_held_out(len(train))
             held_out = set(fixed_subset_indices(len(train), min(self.val_size, len(train) - 1), self.seed))
             val = [sample for i, sample in enumerate(train) if i in held_out]
             train = [sample for i, sample in enumerate(train) if i not in held_out]
@@ -140,6 +154,22 @@ class ImageFolderDataModule(ImageDataModule):
         return (
             ImageFileDataset(train, preprocess, mode, self.random_flip),
             ImageFileDataset(val, preprocess, mode),
+        )
+
+    def _check_held_out(self, n: int) -> None:
+        """Holding out ``val_size`` of ``n`` training images must leave a training batch."""
+        held_out = min(self.val_size, n - 1)
+        if n - held_out >= self.batch_size:
+            return
+        val_size = max(1, n // 10)
+        fix = f"data.val_size={val_size}"
+        if n - val_size < self.batch_size:
+            fix += f" data.batch_size={1 << ((n - val_size).bit_length() - 1)}"
+        raise ConfigError(
+            f"data.val_size={self.val_size} holds out {held_out} of the {n} images in "
+            f"{self._split_dir(self.train_split)} for validation (there is no '{self.val_split}/' folder), leaving "
+            f"{n - held_out} to train on, fewer than data.batch_size={self.batch_size}; set {fix}, or put "
+            f"validation images in {self._split_dir(self.val_split)}."
         )
 
 
