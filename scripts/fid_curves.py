@@ -109,14 +109,14 @@ def report(study: str, results: dict[str, dict]) -> Path:
     lines = [f"# FID against training: {study}", "",
              f"Made by `python scripts/fid_curves.py {study}` (domain FID of the EMA weights; wall time from "
              "launch to the checkpoint's write on 2 CPU cores, startup included).", "",
-             "| recipe | step | wall (s) | FID | KID ×1e3 |", "|---|---|---|---|---|"]
+             "| recipe | step | wall (s) | FID | KID |", "|---|---|---|---|---|"]
     for recipe, res in results.items():
         rows = res["rows"]
         if not rows:
             continue
         for r in rows:
             lines.append(f"| {recipe} | {r['step']} | {r['wall_s']:.0f} | {r['fid']:.1f} | "
-                         f"{1e3 * r['kid']:.1f} ± {1e3 * r['kid_std']:.1f} |")
+                         f"{r['kid']:.2f} ± {r['kid_std']:.2f} |")
         axes[0].plot([r["step"] for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
         axes[1].plot([r["wall_s"] / 60 for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
     metric = next((res["rows"][0]["metric"] for res in results.values() if res["rows"]), "fid")
