@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,6 @@ def train_run(tmp_path: Path):
 
 @pytest.fixture(autouse=True)
 def _quiet_and_two_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("SCALELONG_TEST_THREADS", "2")))
     logging.getLogger("lightning").setLevel(logging.WARNING)
     yield

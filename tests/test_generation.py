@@ -35,7 +35,6 @@ RECIPE = [
 def digits_run(tmp_path_factory: pytest.TempPathFactory):
     """(EMA module, data module, cache dir) of one short digits run."""
     tmp = tmp_path_factory.mktemp("generation")
-    torch.set_num_threads(2)
     cfg, run_dir = run_config(tmp, RECIPE)
     train(cfg, run_dir)
     datamodule = instantiate(cfg.data)
