@@ -114,7 +114,7 @@ def test_eval_command_names_writes_and_reuses_reference_stats(train_run, tmp_pat
     assert f"wrote reference statistics {stats_file}" in first.stdout
     mtime = stats_file.stat().st_mtime_ns
 
-    second = scalelong_eval([*args, "save_samples=true"], tmp_path)
+    second = scalelong_eval([*args, "save_samples=true", "references=true"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"reference statistics {stats_file} (1500 images" in second.stdout
     assert "wrote reference statistics" not in second.stdout and stats_file.stat().st_mtime_ns == mtime
@@ -128,6 +128,9 @@ def test_eval_command_names_writes_and_reuses_reference_stats(train_run, tmp_pat
     assert math.isfinite(result["metrics"]["kid_digits-32/ddim-3"]) and result["kid_std"] >= 0
     assert result["weights"] == "ema" and result["extractor"].startswith("domain-digits/")
     assert result["reference"] == {"dataset": "digits", "split": "train", "images": 1500}
+    refs = result["references"]  # real held-out digits sit far closer to the statistics than noise
+    assert 0 <= refs["real_test"] < 0.5 * refs["noise"], refs
+    assert f"real held-out images {refs['real_test']:.2f}, N(0, 1) noise {refs['noise']:.2f}" in second.stdout
     assert (result["n_samples"], result["sampler"], result["steps"]) == (32, "ddim", 3)
     first_value = float(first.stdout.split(f"{name} = ")[1].split()[0])
     assert first_value == pytest.approx(value, abs=1e-4)  # same seed, same samples, cached reference

@@ -289,6 +289,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "seconds_per_sample": seconds / cfg.n_samples,
     }
+    if cfg.references:
+        result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     if cfg.save_samples:
@@ -298,10 +300,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
     print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")
     if cfg.references:
-        result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
         print(f"references with the same features and count: real held-out images "
               f"{result['references']['real_test']:.2f}, N(0, 1) noise {result['references']['noise']:.2f}")
-        path.write_text(json.dumps(result, indent=2))
     print(f"({result['weights']} weights of {ckpt}; features {result['extractor']}; reference {ref.dataset} "
           f"{ref.split}, {ref.stats.count} images)")
     print(f"wrote {path}")

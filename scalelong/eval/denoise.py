@@ -8,8 +8,10 @@ The best estimate that is linear in x_t, given the data mean μ and covariance �
 
     x̂_0 = μ + √ᾱ Σ (ᾱ Σ + (1-ᾱ) I)⁻¹ (x_t - √ᾱ μ),
 
-which any trained denoiser must beat to be using more than second-order statistics of the data; a
-model whose x̂_0 is worse than this at t = T/2 cannot generate (issue "Trained models must generate").
+which a denoiser must beat to be using more than second-order statistics of the data. At high t the
+filter is hard to beat in a short run: x̂_0 multiplies the error of ε̂ by (1-ᾱ_t)/ᾱ_t (≈ 12 at t = T/2
+of the linear schedule), so a digits model that already generates beats it at t = T/4, not yet at T/2
+(``tests/test_generation.py``).
 """
 
 from __future__ import annotations
