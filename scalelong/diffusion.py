@@ -36,6 +36,7 @@ SCHEDULES = ("linear", "cosine")
 # the linear schedule's λ at t = T-1 is -5.06, above it).
 LAMBDA_MIN = -5.1
 SAMPLERS = ("ddpm", "ddim", "dpm_solver", "dpm_solver_fast", "euler_maruyama")
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm_solver": 50, "dpm_solver_fast": 50, "euler_maruyama": 1000}
 CONTINUOUS_SAMPLERS = ("dpm_solver_fast", "euler_maruyama")  # called at fractional timesteps
 DPM_FAST_END_TIME = 1e-4  # U-ViT's DPM-Solver "fast": integrate from t_c = 1 to 1e-4 (its eps)
@@ -80,23 +81,35 @@ class Diffusion(nn.Module):
             1/√ᾱ_t ≈ 160 at t = T-1 of the linear schedule: an ε̂ off by 0.07 rms (a model trained
             for minutes) gives x̂_0 of std 11 and saturated samples. Well-trained models barely
             notice the clip; U-ViT's evaluation does not clip (dpm_solver_fast, euler_maruyama).
+        loss_weighting: how the training loss weighs timesteps (:meth:`loss_weights`). "uniform" is
+            Ho et al.'s simple loss (the paper's). "min_snr" is Min-SNR-γ (Hang et al. 2023): for
+            ε-prediction the weight min(SNR_t, γ)/SNR_t is 1 at high noise and γ/SNR_t below it,
+            so the many easy, nearly clean timesteps stop dominating the gradient.
+        min_snr_gamma: γ of "min_snr" (5 in Hang et al.).
     """
 
     def __init__(
         self, num_timesteps: int = 1000, schedule: str = "linear", input_noise: float = 0.0,
-        clip_denoised: bool = True,
+        clip_denoised: bool = True, loss_weighting: str = "uniform", min_snr_gamma: float = 5.0,
     ):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ConfigError(
                 f"diffusion schedule {schedule!r} is unknown; use one of {', '.join(SCHEDULES)}"
             )
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                f"diffusion loss_weighting {loss_weighting!r} is unknown; use one of {', '.join(LOSS_WEIGHTINGS)}"
+            )
+        if min_snr_gamma <= 0:
+            raise ConfigError(f"diffusion min_snr_gamma must be > 0, got {min_snr_gamma}")
         if input_noise < 0:
             raise ConfigError(f"diffusion input_noise must be >= 0, got {input_noise}")
         self.num_timesteps = num_timesteps
         self.schedule = schedule
         self.input_noise = input_noise
         self.clip_denoised = clip_denoised
+        self.loss_weighting, self.min_snr_gamma = loss_weighting, min_snr_gamma
         betas = linear_betas(num_timesteps) if schedule == "linear" else cosine_betas(num_timesteps)
         self.register_buffer("betas", betas, persistent=False)
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, dim=0), persistent=False)
@@ -104,8 +117,20 @@ class Diffusion(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_timesteps={self.num_timesteps}, schedule={self.schedule!r}, "
-            f"input_noise={self.input_noise}, clip_denoised={self.clip_denoised}"
+            f"input_noise={self.input_noise}, clip_denoised={self.clip_denoised}, "
+            f"loss_weighting={self.loss_weighting!r}"
         )
+
+    def loss_weights(self, t: Tensor) -> Tensor:
+        """Per-sample weight [B] of the training loss at timesteps ``t`` (see ``loss_weighting``).
+
+        The validation loss stays unweighted, so its curves compare across weightings.
+        """
+        if self.loss_weighting == "uniform":
+            return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+        alpha_bar = self.alphas_cumprod[t.long()]
+        snr = alpha_bar / (1 - alpha_bar)
+        return (snr.clamp(max=self.min_snr_gamma) / snr).float()
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε  (Ho et al. 2020 Eq. 4; ScaleLong Eq. (1)-(2))."""

@@ -13,6 +13,7 @@ uninterrupted one exactly (the data order is resumable too, see ``ResumableBatch
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.diffusion import Diffusion
-from scalelong.errors import CheckpointError, ScaleLongError
+from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
 from scalelong.models.common import Backbone
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "scalelong_config"
+LR_DECAYS = ("constant", "cosine")
 
 
 class NonFiniteLossError(ScaleLongError, FloatingPointError):
@@ -42,6 +44,9 @@ class DiffusionModule(L.LightningModule):
         model: the backbone (its LSC scaler is part of it).
         diffusion: noise schedule, objective and samplers.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up, then constant LR.
+        decay: after warm-up, "constant" (U-ViT's) or "cosine": lr follows a half cosine down to
+            ``min_lr_ratio``·lr at the trainer's ``max_steps`` (short runs end on a settled model).
+        min_lr_ratio: the final fraction of lr under "cosine".
         exclude_from_decay: put norms, biases, scalars (κ, α), label-embedding tables and the
             positional embedding in a group without weight decay (see ``no_decay_names``);
             ``False`` decays every parameter, as the official U-ViT/ScaleLong optimiser does.
@@ -58,6 +63,8 @@ class DiffusionModule(L.LightningModule):
         weight_decay: float = 0.03,
         warmup_steps: int = 0,
         exclude_from_decay: bool = True,
+        decay: str = "constant",
+        min_lr_ratio: float = 0.0,
         seed: int = 0,
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -65,6 +72,11 @@ class DiffusionModule(L.LightningModule):
         self.model, self.diffusion = model, diffusion
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
         self.warmup_steps, self.exclude_from_decay = warmup_steps, exclude_from_decay
+        if decay not in LR_DECAYS:
+            raise ConfigError(f"optim.decay={decay!r} is unknown; use one of {', '.join(LR_DECAYS)}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
+        self.decay, self.min_lr_ratio = decay, min_lr_ratio
         self.seed, self.config = seed, config
         self.last_losses: tuple[torch.Tensor, torch.Tensor] | None = None  # (t, per-sample loss)
 
@@ -78,7 +90,7 @@ class DiffusionModule(L.LightningModule):
         t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), device=x0.device)
         per_sample = self.diffusion.loss(self.model, x0, self.labels(y), t=t)
         self.last_losses = (t, per_sample.detach())  # for callbacks (loss per timestep range)
-        loss = per_sample.mean()
+        loss = (per_sample * self.diffusion.loss_weights(t)).mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss is {loss.item()} at step {self.global_step}; the run stopped and "
@@ -112,9 +124,21 @@ class DiffusionModule(L.LightningModule):
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
-        warmup = max(1, self.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """lr multiplier after ``step`` optimiser steps: linear warm-up, then constant or cosine decay."""
+        warmup = max(1, self.warmup_steps)
+        if step + 1 < warmup:
+            return (step + 1) / warmup
+        if self.decay == "constant":
+            return 1.0
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if total is None or total <= 0:
+            raise ConfigError("optim.decay=cosine needs trainer.max_steps > 0 (the step the decay ends at)")
+        progress = min(1.0, (step + 1 - warmup) / max(1, total - warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     @torch.no_grad()
     def sample(self, n: int, **kwargs: Any) -> torch.Tensor:

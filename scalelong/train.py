@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from scalelong.config import CONF_DIR, check_train_config
+from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.kappa import resolve_auto_kappa
 from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
@@ -189,8 +189,23 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(f"scalelong-train: {err}")
 
 
+def check_run_name_overrides(argv: list[str]) -> None:
+    """Refuse a bad ``run_name=...`` on the command line before Hydra resolves the run directory from it
+    (Hydra would report the ConfigError of ``run_dir_name`` inside a long interpolation traceback).
+    A sweep's comma-separated values are checked one by one."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key == "run_name" and value not in ("null", ""):
+            for name in value.split(","):
+                run_dir_name(name.strip().strip("'\""))
+
+
 def main() -> None:
     """Console entry point (``scalelong-train``)."""
+    try:
+        check_run_name_overrides(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"scalelong-train: {err}")
     _hydra_main()
     if SweepReport.failed:
         sys.exit(f"scalelong-train: {len(SweepReport.failed)} job(s) of the sweep did not complete: "

@@ -47,6 +47,10 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "unet16_b32_lr2e-3": [*DEMO_BASE, "model=unet_small", "model.ch=16", "optim.betas=[0.9,0.999]",
                               "optim.lr=2e-3", "data.batch_size=32", "callbacks.ema.decay=0.995",
                               "trainer.max_steps=1500"],
+        # Screening (one thread each, two runs sharing the cores; wall times not comparable with the above).
+        "unet16_msnr": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "trainer.max_steps=1500"],
+        "unet16_msnr_cos": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
+                            "trainer.max_steps=1500"],
     },
     # Each CPU preset trained to the generating regime (longer runs).
     "presets": {},

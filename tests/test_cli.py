@@ -116,6 +116,10 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
     ("train", ["paths.output_dir={tmp}/a_file/outputs"],
      "cannot create or write the run directory {tmp}/a_file/outputs/runs/{run} (Not a directory); set "
      "paths.output_dir to a writable directory (paths.output_dir={tmp}/a_file/outputs)"),
+    ("train", ["run_name=a/b"], "run_name='a/b' is not a single directory name; pick a name without '/' and "
+                                "other than '..', e.g. run_name=my_run"),
+    ("train", ["-m", "run_name=fine,.."], "run_name='..' is not a single directory name; pick a name without '/' and "
+                                          "other than '..', e.g. run_name=my_run"),
     ("sample", [], "ckpt is not set; pass the checkpoint to sample from, e.g. "
                    "scalelong-sample ckpt=outputs/runs/default/checkpoints/last.ckpt"),
     ("sample", ["ckpt=x.ckpt", "num_samples=0"], "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),

@@ -396,3 +396,23 @@ def test_hydra_configs_instantiate(schedule: str) -> None:
     diffusion = instantiate(OmegaConf.load(CONF / f"{schedule}.yaml"))
     assert isinstance(diffusion, Diffusion)
     assert (diffusion.num_timesteps, diffusion.schedule, diffusion.input_noise) == (1000, schedule, 0.0)
+
+
+def test_min_snr_weights_follow_hang_et_al_and_uniform_is_ones():
+    """Min-SNR-γ for ε-prediction: weight min(SNR, γ)/SNR — 1 where SNR ≤ γ, γ/SNR on cleaner steps."""
+    t = torch.tensor([0, 100, 200, 999])
+    assert torch.equal(Diffusion().loss_weights(t), torch.ones(4))
+    d = Diffusion(loss_weighting="min_snr", min_snr_gamma=5.0)
+    w = d.loss_weights(t)
+    # Linear schedule: ᾱ_0 = 1 - 1e-4, so SNR_0 = 9999 and the weight is 5/9999.
+    assert w[0].item() == pytest.approx(5 / 9999, rel=1e-4)
+    snr = d.alphas_cumprod / (1 - d.alphas_cumprod)
+    crossing = int((snr > 5).sum())  # the first timestep whose SNR is at most γ
+    assert 50 < crossing < 150, crossing  # SNR 5 is ᾱ = 5/6, near t = 90 of the linear schedule
+    w_all = d.loss_weights(torch.arange(1000))
+    assert torch.all(w_all[crossing:] == 1.0) and torch.all(w_all[:crossing] < 1.0)
+    assert torch.all(w_all[1:crossing] >= w_all[:crossing - 1])  # weight grows with the noise level
+    with pytest.raises(ConfigError, match="loss_weighting 'snr' is unknown"):
+        Diffusion(loss_weighting="snr")
+    with pytest.raises(ConfigError, match="min_snr_gamma must be > 0"):
+        Diffusion(loss_weighting="min_snr", min_snr_gamma=0)

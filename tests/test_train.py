@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,24 @@ def test_a_data_error_raised_while_hydra_instantiates_the_data_reaches_the_cli_a
     with pytest.raises(DataError) as err:
         train_run([*TINY["uvit"], "data=image_folder", "data.class_conditional=true"])
     assert str(err.value).startswith(f"Image folder {tmp_path / 'data' / 'images'} has no 'train/' subfolder")
+
+
+def test_cosine_decay_follows_warmup_then_half_cosine_to_the_floor(train_run):
+    """optim.decay=cosine: the logged lr rises over the warm-up, then follows the half cosine to
+    min_lr_ratio·lr at max_steps; min-SNR weighting trains (finite loss) on the same run."""
+    steps, warmup, lr, floor = 12, 3, 1e-3, 0.1
+    _, run_dir = train_run([*TINY["unet"], f"trainer.max_steps={steps}", f"optim.warmup_steps={warmup}",
+                            f"optim.lr={lr}", "optim.decay=cosine", f"optim.min_lr_ratio={floor}",
+                            "diffusion.loss_weighting=min_snr"])
+    rows = read_metrics(run_dir)
+    lr_key = next(k for k in rows[0] if k.startswith("lr-"))
+    logged = series(rows, lr_key)
+    for step, value in logged.items():  # the lr used at optimiser step `step` (0-based)
+        if step + 1 < warmup:
+            expected = lr * (step + 1) / warmup
+        else:
+            progress = (step + 1 - warmup) / (steps - warmup)
+            expected = lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        assert value == pytest.approx(expected, rel=1e-5), (step, value, expected)
+    assert len(logged) >= steps - 1
+    assert all(math.isfinite(v) for v in series(rows, "train/loss").values())
