@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA ?= data
 FMNIST := $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte
 
-.PHONY: demo test test-fast setup data bench clean
+.PHONY: demo test test-fast lint setup data bench clean
 
 demo: setup data
 	$(VENV)/bin/scalelong-train experiment=fmnist_demo
@@ -18,6 +18,9 @@ test: setup data
 
 test-fast: setup data
 	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check scalelong tests scripts
 
 setup: $(VENV)/.installed
 

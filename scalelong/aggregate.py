@@ -23,7 +23,6 @@ import yaml
 from scalelong.config import names_the_run
 
 
-
 def find_runs(paths: list[Path]) -> list[Path]:
     """Completed run directories (holding summary.json, and no status.json other than completed)
     at or below ``paths``."""

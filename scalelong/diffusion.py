@@ -164,11 +164,6 @@ class Diffusion(nn.Module):
         eps = model(x_in, t, y)
         return (eps - noise).pow(2).flatten(1).mean(dim=1)
 
-    def noise_ratio(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """r_t = ‖ε_t‖² / ‖x_t‖² per sample (SPEC §4; ScaleLong Sec. 4.1, Fig. 3b), shape [B]."""
-        x_t = self.q_sample(x0, t, noise)
-        return noise.pow(2).flatten(1).sum(dim=1) / x_t.pow(2).flatten(1).sum(dim=1)
-
     def log_alpha_bar(self, k: Tensor) -> Tensor:
         """log ᾱ at fractional discrete steps k ∈ [−1, T−1], linear between steps, 0 at k = −1 (float64)."""
         table = torch.cat([self.alphas_cumprod.new_zeros(1), self.alphas_cumprod.log()])  # k = -1, 0, ..., T-1
@@ -247,7 +242,8 @@ class Diffusion(nn.Module):
 
         λ below ``LAMBDA_MIN`` is pure noise in practice (the cosine schedule's last steps), so the
         grid starts there and only the first step is at T-1. Integer, so the model sees exactly the
-        timesteps (and ᾱ_t) it was trained on; where rounding would repeat a timestep (the flat ends of λ_t), neighbours are pushed apart by one.
+        timesteps (and ᾱ_t) it was trained on; where rounding would repeat a timestep (the flat ends of λ_t),
+        neighbours are pushed apart by one.
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ConfigError(f"steps={steps} must be between 1 and num_timesteps={self.num_timesteps}")
@@ -352,7 +348,8 @@ class Diffusion(nn.Module):
         β(t_c) = −d log ᾱ/dt_c of our schedule (0.1 + 19.9 t_c for the linear one).
         """
         T = self.num_timesteps
-        grid = torch.cat([torch.zeros(1, dtype=torch.float64), torch.linspace(EM_END_TIME, 1, steps, dtype=torch.float64)])
+        grid = torch.cat([torch.zeros(1, dtype=torch.float64),
+                          torch.linspace(EM_END_TIME, 1, steps, dtype=torch.float64)])
         beta_table = -torch.log1p(-self.betas) * T  # −d log ᾱ/dt_c on step k, in continuous time
         for s, t in zip(grid.flip(0)[1:], grid.flip(0)[:-1]):
             k = T * t - 1

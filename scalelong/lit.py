@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
 from scalelong.models.common import Backbone
+from scalelong.seeds import VALIDATION_STRIDE, derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"optim.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
         self.decay, self.min_lr_ratio = decay, min_lr_ratio
         self.seed, self.config = seed, config
-        self.last_losses: tuple[torch.Tensor, torch.Tensor] | None = None  # (t, per-sample loss)
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -89,7 +89,6 @@ class DiffusionModule(L.LightningModule):
         torch.manual_seed(self._step_seed())
         t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), device=x0.device)
         per_sample = self.diffusion.loss(self.model, x0, self.labels(y), t=t)
-        self.last_losses = (t, per_sample.detach())  # for callbacks (loss per timestep range)
         loss = (per_sample * self.diffusion.loss_weights(t)).mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -108,7 +107,7 @@ class DiffusionModule(L.LightningModule):
 
     def fixed_draws(self, x0: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t, ε, δ) for held-out batch ``key``: the same in every validation of every run."""
-        g = torch.Generator().manual_seed(self.seed * 7919 + key)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, key, VALIDATION_STRIDE))
         t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         delta = torch.randn(x0.shape, generator=g)
@@ -156,7 +155,7 @@ class DiffusionModule(L.LightningModule):
         checkpoint[CONFIG_KEY] = self.config
 
     def _step_seed(self) -> int:
-        return (self.seed * 1_000_003 + self.global_step) * max(1, self.trainer.world_size) + self.global_rank
+        return derived_seed(self.seed, self.global_step) * max(1, self.trainer.world_size) + self.global_rank
 
 
 def no_decay_names(model: torch.nn.Module) -> set[str]:
@@ -213,7 +212,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               "use a .ckpt written by scalelong-train from a source you trust") from None
     except RuntimeError as err:
         if "device" in str(err).lower() and ("cuda" in str(err).lower() or "deserialize" in str(err).lower()):
-            raise CheckpointError(f"checkpoint {path} cannot be loaded onto {map_location} ({str(err).splitlines()[0]}); "
+            first_line = str(err).splitlines()[0]
+            raise CheckpointError(f"checkpoint {path} cannot be loaded onto {map_location} ({first_line}); "
                                   "the file is fine: pick an available device, e.g. device=cpu") from err
         raise CheckpointError(f"checkpoint {path} cannot be read (RuntimeError: {str(err).splitlines()[0]}); "
                               "it is corrupt or not a PyTorch checkpoint: delete it or pick another") from err

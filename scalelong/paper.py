@@ -44,7 +44,8 @@ def settings(experiment: str) -> dict[str, Any]:
     fid = cfg.callbacks.get("fid")
     during = "none"
     if fid is not None:
-        during = f"{_eval_label(fid.num_samples, fid.sampler, fid.steps, fid.extractor)} every {fid.every_n_steps // 1000}k, best kept"
+        label = _eval_label(fid.num_samples, fid.sampler, fid.steps, fid.extractor)
+        during = f"{label} every {fid.every_n_steps // 1000}k, best kept"
     return {
         "experiment": experiment,
         "model": cfg.hydra.runtime.choices["model"],
@@ -105,7 +106,8 @@ def render(experiments: tuple[str, ...] = PAPER_EXPERIMENTS) -> str:
         "as the official code). The LS ratio is the SE core's r (paper Eq. (11)); a conv UNet's per-width",
         "encoders/decoders use r_i = ⌊C_i/4⌋ (App. A.2, Eq. (12)–(13)). The reported number is scored with",
         "`scalelong-eval +protocol=<name> ckpt=<run dir>/checkpoints/best_fid.ckpt`.",
-        f"Configs: `{CONF_DIR.name}/experiment/`, `{CONF_DIR.name}/protocol/`, `{CONF_DIR.name}/callbacks/paper_fid.yaml`.",
+        f"Configs: `{CONF_DIR.name}/experiment/`, `{CONF_DIR.name}/protocol/`, "
+        f"`{CONF_DIR.name}/callbacks/paper_fid.yaml`.",
         "",
         head,
         rule,

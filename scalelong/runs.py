@@ -17,17 +17,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-import lightning as L
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import CheckpointError, ConfigError, OutputError, ScaleLongError

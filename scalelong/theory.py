@@ -7,7 +7,8 @@ Each check returns numbers (no printing, no plotting):
   levels and scalers, together with a zero-parameter depth-aware prediction (see below).
 * :func:`theorem_3_3` — per-block gradient norms against Σ_{j≥i} κ_j².
 * :func:`theorem_3_4` — input sensitivity ‖net(x_t + δ) − net(x_t)‖/‖δ‖ per scaler at the same
-  weights, and M0 = max_i ‖b_i∘a_i‖₂ from :func:`spectral_norm_jacobian` (App. Fig. 11).
+  weights, and M0 = max_i ‖b_i∘a_i‖₂ from :func:`scalelong.jacobian.spectral_norm_jacobian`
+  (App. Fig. 11).
 
 What the numbers show (defaults, seed 0; asserted in tests/test_theory.py). The theorems' "≲"
 hides a per-block constant. With Kaiming N(0, 2/m) on every matrix, as the paper assumes, the last
@@ -31,15 +32,15 @@ Thm 3.4 (Kaiming, width 256): sensitivity none 111.7, uniform 101.5, cs κ=0.5 8
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from scalelong.diffusion import Diffusion
+from scalelong.jacobian import input_sensitivity, spectral_norm_jacobian
 from scalelong.models.mlp_unet import MLPUNet
 from scalelong.scalers import ConstantScaling, NoScaling, Scaler, UniformScaling
 
@@ -349,59 +350,6 @@ def theorem_3_3(
 # --------------------------------------------------------------------------------------------
 
 
-def spectral_norm_jacobian(
-    fn: Callable[[Tensor], Tensor],
-    x: Tensor,
-    iters: int = 100,
-    *,
-    per_sample: bool = False,
-    rtol: float = 1e-7,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Largest singular value of the Jacobian of ``fn`` at ``x``, by power iteration on JᵀJ.
-
-    Used for M0 = max_i ‖b_i∘a_i‖₂ of Thm 3.4 (App. Fig. 11); ``fn`` is any differentiable map
-    (an MLP-UNet block pair, a U-ViT level, ...). Each step is one Jacobian-vector product
-    (``torch.func.jvp``) and one vector-Jacobian product (``torch.func.vjp``); the estimate is
-    ‖J v‖ for the unit iterate v, and iteration stops once it changes by less than ``rtol``.
-    Attention runs in SDPA's math backend here because the fused CPU kernel has no forward-mode
-    derivative.
-
-    With ``per_sample=False`` the whole tensor ``x`` is one input vector and a 0-d tensor is
-    returned. With ``per_sample=True``, ``fn`` must treat the samples of the leading batch axis
-    independently (block-diagonal Jacobian); each sample's block is iterated separately and a
-    tensor of B norms is returned.
-    """
-    if per_sample and x.ndim < 2:
-        raise ValueError(f"per_sample=True needs a batch axis, got an input of shape {tuple(x.shape)}")
-    x = x.detach()
-    dims = tuple(range(1, x.ndim)) if per_sample else tuple(range(x.ndim))
-
-    def normalise(v: Tensor) -> Tensor:
-        return v / v.pow(2).sum(dim=dims, keepdim=True).sqrt().clamp_min(torch.finfo(v.dtype).tiny)
-
-    def jacobian_times(v: Tensor) -> Tensor:
-        return torch.func.jvp(fn, (x,), (v,))[1]
-
-    out_dims = None
-    with sdpa_kernel(SDPBackend.MATH):
-        _, vjp_fn = torch.func.vjp(fn, x)
-        v = normalise(torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device))
-        sigma = torch.zeros(())
-        for _ in range(iters):
-            u = jacobian_times(v)
-            if out_dims is None:
-                out_dims = tuple(range(1, u.ndim)) if per_sample else tuple(range(u.ndim))
-            new_sigma = u.pow(2).sum(dim=out_dims).sqrt()
-            v = normalise(vjp_fn(u)[0])
-            converged = bool(((new_sigma - sigma).abs() <= rtol * new_sigma).all())
-            sigma = new_sigma
-            if converged:
-                break
-        u = jacobian_times(v)
-        return u.pow(2).sum(dim=out_dims).sqrt().detach()
-
-
 def block_spectral_norms(model: MLPUNet, x: Tensor, iters: int = 50) -> list[float]:
     """‖b_i∘a_i‖₂ for i = 1 … N (Thm 3.4's M0 = the max; App. Fig. 11).
 
@@ -410,21 +358,11 @@ def block_spectral_norms(model: MLPUNet, x: Tensor, iters: int = 50) -> list[flo
     """
     norms, inputs = [], x.detach()
     for a_i, b_i in zip(model.a, model.b):
-        per_sample = spectral_norm_jacobian(lambda z: b_i(a_i(z)), inputs, iters, per_sample=True)
+        per_sample = spectral_norm_jacobian(lambda z, a=a_i, b=b_i: b(a(z)), inputs, iters, per_sample=True)
         norms.append(float(per_sample.mean()))
         with torch.no_grad():
             inputs = a_i(inputs)
     return norms
-
-
-@torch.no_grad()
-def input_sensitivity(
-    model: Callable[[Tensor], Tensor], x: Tensor, sigma: float, generator: torch.Generator | None = None
-) -> float:
-    """Mean over samples of ‖net(x + δ) − net(x)‖/‖δ‖ for δ ~ N(0, σ²I) (Thm 3.4, SPEC §4)."""
-    delta = sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    change = (model(x + delta) - model(x)).flatten(1).norm(dim=1)
-    return float((change / delta.flatten(1).norm(dim=1)).mean())
 
 
 @dataclass(frozen=True)

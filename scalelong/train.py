@@ -34,12 +34,22 @@ from omegaconf import DictConfig
 
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, ScaleLongError
-from scalelong.kappa import resolve_auto_kappa
+from scalelong.kappa_range import resolve_auto_kappa
 from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
 from scalelong.loggers import ResumableCSVLogger
-from scalelong.runs import (CSV_ROWS_KEY, AtomicCheckpointIO, RunFiles, RunInterrupted, RunLock, SweepReport,
-                            archive_run,
-                            config_differences, newest_valid_checkpoint, write_atomic, write_status)
+from scalelong.runs import (
+    CSV_ROWS_KEY,
+    AtomicCheckpointIO,
+    RunFiles,
+    RunInterrupted,
+    RunLock,
+    SweepReport,
+    archive_run,
+    config_differences,
+    newest_valid_checkpoint,
+    write_atomic,
+    write_status,
+)
 
 log = logging.getLogger("scalelong.train")
 

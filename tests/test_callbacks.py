@@ -12,14 +12,14 @@ import torch
 from conftest import TINY
 from scalelong.callbacks.common import draw_probe_batch, due
 from scalelong.callbacks.features import FeatureOscillation
-from scalelong.callbacks.gradients import block_grad_norms
+from scalelong.callbacks.gradients import GradientOscillation, block_grad_norms
 from scalelong.callbacks.kappa import fit_geometric
 from scalelong.callbacks.robustness import Robustness, level_maps
 from scalelong.config import compose
-from scalelong.dashboard import read_metrics
 from scalelong.data import DigitsDataModule
 from scalelong.lit import build_module
 from scalelong.models.common import timestep_embedding
+from scalelong.plots.metrics import read_metrics
 
 # Every measurement on every other step (windows of 2), robustness and κ every 4 steps.
 STABILITY = [
@@ -200,6 +200,30 @@ def test_block_grad_norms_are_the_l2_norms_of_each_blocks_gradient():
     total = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     assert norms["total"] == pytest.approx(float(total.norm()), rel=1e-5)
     assert set(norms) == {*BLOCKS, "total"}
+
+
+def test_loss_spikes_are_read_only_on_logged_steps_and_count_every_step():
+    """GradientOscillation keeps each step's loss on the device and reads them on the logged step: the same
+    count as reading every step, without a device sync on the others."""
+    from types import SimpleNamespace
+
+    from scalelong.oscillation import SpikeCounter
+
+    model = tiny_module().model
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, loggers=[])
+    callback = GradientOscillation(every_n_steps=5, spike_window=20)
+    reference = SpikeCounter(2.0, 20)
+    losses = [1.0] * 12 + [5.0, 1.0, 1.0, 9.0] + [1.0] * 4
+    counted = 0  # losses read so far: those of the steps before the last logged step
+    for step, loss in enumerate(losses):
+        trainer.global_step = step
+        callback.on_before_optimizer_step(trainer, SimpleNamespace(model=model), None)
+        callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step)
+        reference.update(loss)
+        counted = step if (step + 1) % 5 == 0 else counted
+        assert len(callback.pending) == step + 1 - counted  # nothing read in between
+    assert callback.state_dict()["spikes"] == reference.state_dict() and reference.count == 2
+    assert callback.pending == []
 
 
 def test_geometric_fit_recovers_kappa_and_scale():

@@ -66,7 +66,8 @@ def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finishe
     assert "diffusion.input_noise=0.0" in table.stdout
     assert "Not in the table (did not complete)" in table.stdout and "failed: NonFiniteLossError" in table.stdout
 
-    again = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI, f"hydra.sweep.dir={sweep}"], tmp_path)
+    again = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI, f"hydra.sweep.dir={sweep}"],
+                      tmp_path)
     assert again.returncode == 1
     assert (finished / "summary.json").read_bytes() == summary  # the finished job was not redone or blanked
 
@@ -122,7 +123,8 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
                                           "other than '..', e.g. run_name=my_run"),
     ("sample", [], "ckpt is not set; pass the checkpoint to sample from, e.g. "
                    "scalelong-sample ckpt=outputs/runs/default/checkpoints/last.ckpt"),
-    ("sample", ["ckpt=x.ckpt", "num_samples=0"], "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),
+    ("sample", ["ckpt=x.ckpt", "num_samples=0"],
+     "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),
 ])
 def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, command, args, message):
     (tmp_path / "a_file").write_text("")

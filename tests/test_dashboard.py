@@ -10,7 +10,10 @@ from omegaconf import OmegaConf
 
 from conftest import TINY
 from scalelong.config import compose
-from scalelong.dashboard import build_workspace, load_run, main, read_metrics, summary
+from scalelong.dashboard import main
+from scalelong.plots.metrics import load_run, read_metrics
+from scalelong.plots.page import summary
+from scalelong.plots.workspace import build_workspace
 
 QUICK = [
     "callbacks=stability", "trainer.max_steps=6",

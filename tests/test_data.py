@@ -562,3 +562,16 @@ def test_a_global_batch_that_does_not_divide_is_one_config_error():
         per_process_batch_size(1024, 3)
     with pytest.raises(ConfigError, match=r"data.batch_size=128 .* 4 processes .* 3 accumulation"):
         per_process_batch_size(128, 4, 3)
+
+
+def test_every_data_module_is_named_by_its_conf_data_option() -> None:
+    """``name`` (in FID metric names and caches) is the ``conf/data`` option that builds the class."""
+    from hydra.utils import get_class
+
+    from scalelong.config import CONF_DIR
+
+    options = sorted((CONF_DIR / "data").glob("*.yaml"))
+    assert [p.stem for p in options] == ["celeba64", "cifar10", "digits", "fashion_mnist", "image_folder", "imagenet64"]
+    for path in options:
+        assert get_class(OmegaConf.load(path)["_target_"]).name == path.stem
+    assert DigitsDataModule().name == "digits"

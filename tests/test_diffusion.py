@@ -152,19 +152,6 @@ def test_input_noise_changes_the_input_but_not_the_target() -> None:
     assert (inputs[2] - x_t).std().item() == pytest.approx(0.1, rel=0.15)
 
 
-def test_noise_ratio() -> None:
-    diffusion = Diffusion()
-    t = torch.tensor([0, 250, 999])
-    noise = torch.randn(3, 3, 8, 8)
-    # For x_0 = 0, x_t = sqrt(1 - ᾱ_t) ε, so r_t = 1 / (1 - ᾱ_t) exactly.
-    ratio = diffusion.noise_ratio(torch.zeros(3, 3, 8, 8), t, noise)
-    torch.testing.assert_close(ratio, (1 / (1 - diffusion.alphas_cumprod[t])).float())
-    x0 = torch.randn(3, 3, 8, 8)
-    x_t = diffusion.q_sample(x0, t, noise)
-    expected = noise.pow(2).sum(dim=(1, 2, 3)) / x_t.pow(2).sum(dim=(1, 2, 3))
-    torch.testing.assert_close(diffusion.noise_ratio(x0, t, noise), expected)
-
-
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_sampler_runs_end_to_end(sampler: str) -> None:
     diffusion = Diffusion()

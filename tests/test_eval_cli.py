@@ -18,12 +18,11 @@ import torch
 
 from conftest import TINY
 from scalelong.config import compose
-from scalelong.data import CIFAR10DataModule, DigitsDataModule, FashionMNISTDataModule, ImageNet64DataModule
+from scalelong.data import DigitsDataModule
 from scalelong.errors import ConfigError
-from scalelong.eval.cli import (
-    FIDReference, check_sampling, count_label, dataset_name, kid, run, sampling_label, uint8_batches, weights_used,
-)
+from scalelong.eval.cli import run, weights_used
 from scalelong.eval.fid import to_uint8
+from scalelong.eval.reference import FIDReference, check_sampling, count_label, kid, sampling_label, uint8_batches
 
 SMALL_DOMAIN = {"epochs": 4, "batch_size": 64, "width": 8, "feature_dim": 32}
 SMALL_DOMAIN_CLI = [f"domain.{k}={v}" for k, v in SMALL_DOMAIN.items()]
@@ -38,13 +37,6 @@ def test_metric_names_carry_count_sampler_and_steps() -> None:
         check_sampling(16, "euler", 10)
     with pytest.raises(ConfigError, match="at least 2 samples"):
         check_sampling(1, "ddim", 10)
-
-
-def test_dataset_names_are_the_conf_data_options() -> None:
-    assert dataset_name(DigitsDataModule()) == "digits"
-    assert dataset_name(FashionMNISTDataModule()) == "fashion_mnist"
-    assert dataset_name(CIFAR10DataModule()) == "cifar10"
-    assert dataset_name(ImageNet64DataModule()) == "imagenet64"
 
 
 def test_weights_used_reads_the_run_config() -> None:

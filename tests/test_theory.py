@@ -1,18 +1,17 @@
 """Numerical checks of Lemma 3.2 and Theorems 3.1, 3.3, 3.4 on the MLP-UNet of Eq. (3)."""
 
-import math
 
 import pytest
 import torch
 
 from scalelong.diffusion import Diffusion
+from scalelong.jacobian import spectral_norm_jacobian
 from scalelong.scalers import ConstantScaling, NoScaling, UniformScaling
 from scalelong.theory import (
     depth_aware_energy,
     hidden_feature_energies,
     lemma_3_2,
     mlp_unets,
-    spectral_norm_jacobian,
     theorem_3_1,
     theorem_3_3,
     theorem_3_4,
@@ -117,45 +116,6 @@ def test_theorem_3_4_cs_is_less_sensitive_than_none():
     assert result.m0 == max(result.block_norms) > 1  # App. Fig. 11: M0 ≥ 1
 
 
-@pytest.mark.parametrize("shape", [(30,), (5, 6)])
-def test_power_iteration_equals_the_exact_spectral_norm(shape):
-    matrix = torch.randn(40, 30, generator=seeded(0), dtype=torch.float64)
-    exact = torch.linalg.matrix_norm(matrix, ord=2)
-    estimate = spectral_norm_jacobian(
-        lambda x: matrix @ x.reshape(-1), torch.randn(shape, dtype=torch.float64), iters=500, generator=seeded(1)
-    )
-    assert estimate.shape == ()
-    torch.testing.assert_close(estimate, exact, rtol=1e-3, atol=0)
-
-
-def test_power_iteration_per_sample():
-    matrices = torch.randn(3, 20, 12, generator=seeded(0), dtype=torch.float64)
-    exact = torch.linalg.matrix_norm(matrices, ord=2)
-    estimate = spectral_norm_jacobian(
-        lambda x: torch.einsum("bij,bj->bi", matrices, x),
-        torch.randn(3, 12, dtype=torch.float64),
-        iters=500,
-        per_sample=True,
-        generator=seeded(1),
-    )
-    assert estimate.shape == (3,)
-    torch.testing.assert_close(estimate, exact, rtol=1e-3, atol=0)
-
-
-def test_power_iteration_through_attention_matches_the_full_jacobian():
-    # The fused CPU attention kernel has no forward-mode derivative; the math backend is used.
-    weight = torch.randn(8, 8, generator=seeded(0), dtype=torch.float64) / math.sqrt(8)
-
-    def attend(x: torch.Tensor) -> torch.Tensor:
-        q = (x @ weight).view(1, 2, 5, 4)
-        return torch.nn.functional.scaled_dot_product_attention(q, q, q).reshape(5, 8)
-
-    x = torch.randn(5, 8, generator=seeded(1), dtype=torch.float64)
-    jacobian = torch.autograd.functional.jacobian(attend, x).reshape(40, 40)
-    estimate = spectral_norm_jacobian(attend, x, iters=1000, rtol=1e-10, generator=seeded(2))
-    torch.testing.assert_close(estimate, torch.linalg.matrix_norm(jacobian, ord=2), rtol=1e-3, atol=0)
-
-
 def test_m0_of_a_linear_mlp_block_pair_is_its_matrix_norm():
     # With one layer per block, b_i∘a_i is the linear map W_b W_a.
     net = mlp_unets([UniformScaling()], width=24, num_skips=2, layers=1)[0]
@@ -163,8 +123,3 @@ def test_m0_of_a_linear_mlp_block_pair_is_its_matrix_norm():
     product = net.b[0][0].weight @ net.a[0][0].weight
     estimate = spectral_norm_jacobian(lambda z: net.b[0](net.a[0](z)), x, iters=500, per_sample=True)
     torch.testing.assert_close(estimate, torch.linalg.matrix_norm(product, ord=2).expand(2), rtol=1e-3, atol=0)
-
-
-def test_per_sample_power_iteration_needs_a_batch_axis():
-    with pytest.raises(ValueError, match="batch axis"):
-        spectral_norm_jacobian(lambda x: 2 * x, torch.ones(3), per_sample=True)

@@ -146,7 +146,8 @@ def assert_each_row_once(run_dir: Path, steps: int, val_every: int) -> None:
 def test_rerun_of_a_finished_run_is_a_no_op_that_keeps_its_results(train_run):
     args = [*TINY["unet"], "trainer.max_steps=2"]
     first, run_dir = train_run(args)
-    files = {name: (run_dir / name).read_bytes() for name in ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")}
+    names = ("summary.json", "csv/metrics.csv", "checkpoints/last.ckpt")
+    files = {name: (run_dir / name).read_bytes() for name in names}
     again, _ = train_run(args)
     assert again == first and "val/loss" in again
     assert {name: (run_dir / name).read_bytes() for name in files} == files

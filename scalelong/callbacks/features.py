@@ -24,7 +24,14 @@ import lightning as L
 import torch
 
 from scalelong.callbacks.common import (
-    ProbeBatch, draw_probe_batch, due, energy, evaluating, forward_hooks, log_metrics, validation_set,
+    ProbeBatch,
+    draw_probe_batch,
+    due,
+    energy,
+    evaluating,
+    forward_hooks,
+    log_metrics,
+    validation_set,
 )
 from scalelong.oscillation import TrailingWindows
 

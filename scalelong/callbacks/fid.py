@@ -2,10 +2,11 @@
 at a fixed sample count).
 
 When fit starts, rank zero builds the feature extractor and the reference statistics of the training
-data (:class:`scalelong.eval.cli.FIDReference`: the domain classifier by default, Inception with
+data (:class:`scalelong.eval.reference.FIDReference`: the domain classifier by default, Inception with
 ``extractor=inception``; both cached on disk, so later runs and ``scalelong-eval`` reuse them). Every
 ``every_n_steps`` steps (the step rule of :mod:`scalelong.callbacks.common`) rank zero swaps the EMA
-weights in, draws ``num_samples`` images with :func:`scalelong.sample.draw` (a fixed seed, so successive
+weights in (:func:`scalelong.sampling.ema_weights`), draws ``num_samples`` images with
+:func:`scalelong.sampling.draw` (a fixed seed, so successive
 values differ only by the weights), swaps the training weights back and logs FID under its full name,
 e.g. ``fid_fashion_mnist-256/dpm_solver-10``, to every logger; other ranks skip the measurement. The
 curve in ``metrics.csv`` is what :func:`scalelong.eval.speedup.read_lightning_curve` reads for the
@@ -29,9 +30,8 @@ from typing import Any
 import lightning as L
 
 from scalelong.callbacks.common import due, log_metrics
-from scalelong.callbacks.samples import _ema_callback
-from scalelong.eval.cli import FIDReference, check_reference, check_sampling
-from scalelong.sample import draw
+from scalelong.eval.reference import FIDReference, check_reference, check_sampling
+from scalelong.sampling import draw, ema_weights
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class FIDTracker(L.Callback):
 
     Args:
         every_n_steps: measure after every n-th training step.
-        num_samples, batch_size, sampler, steps, guidance_scale, seed: the samples (see :func:`scalelong.sample.draw`).
+        num_samples, batch_size, sampler, steps, guidance_scale, seed: the samples
+            (see :func:`scalelong.sampling.draw`).
         extractor: ``domain`` (the dataset's classifier, CPU scale) or ``inception``.
         ref_split, ref_count: the reference split and, if set, a fixed random subset of it.
         cache_dir: where reference statistics and domain classifiers are cached.
@@ -113,16 +114,10 @@ class FIDTracker(L.Callback):
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         """FID of ``num_samples`` images drawn with the EMA weights (the current weights without EMA)."""
-        ema = _ema_callback(trainer)
         start = time.perf_counter()
-        if ema is not None:
-            ema._swap_models(pl_module)  # Lightning's own swap, as in its validation hooks
-        try:
+        with ema_weights(trainer, pl_module):
             images, _ = draw(pl_module, self.num_samples, self.batch_size, self.seed, sampler=self.sampler,
                              steps=self.steps, guidance_scale=self.guidance_scale)
-        finally:
-            if ema is not None:
-                ema._swap_models(pl_module)
         value = self.reference.fid(self.reference.features(images, self.batch_size))
         log.info("%s = %.4f (%.1f s)", self.name, value, time.perf_counter() - start)
         return value

@@ -16,8 +16,12 @@ gradient accumulation they are the norms of the accumulated gradient of the opti
 ``osc/grad/mean/{rstd,mrc}``    the average over all blocks (``total`` excluded)
 ``loss/spikes``                 cumulative number of training steps whose loss exceeded
                                 ``spike_factor`` × the median of the previous ``spike_window``
-                                training losses (counted every step, logged with the norms)
+                                training losses (every step counts; logged with the norms)
 ==============================  ===========================================================
+
+The losses of the steps between two logged steps stay on the device and are read in one transfer on
+the next logged step (or when a checkpoint saves the state), so a step that is not logged never waits
+for the GPU.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ class GradientOscillation(L.Callback):
         self.every_n_steps = every_n_steps
         self.windows = TrailingWindows(window)
         self.spikes = SpikeCounter(spike_factor, spike_window)
+        self.pending: list[torch.Tensor] = []  # losses not yet counted, still on the device
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         step = trainer.global_step
         if not due(step, self.every_n_steps):
             return
+        self.count_pending()
         norms = block_grad_norms(pl_module.model)
         metrics = {f"grad/{k}": v for k, v in norms.items()}
         metrics.update(self.windows.update({k: v for k, v in norms.items() if k != "total"}, prefix="osc/grad"))
@@ -59,10 +65,19 @@ class GradientOscillation(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.spikes.update(float(loss))
+        if self.every_n_steps > 0:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.pending.append(loss.detach())
+
+    def count_pending(self) -> None:
+        """Feed the stored losses to the spike counter, in one device-to-host transfer."""
+        if self.pending:
+            for value in torch.stack(self.pending).float().tolist():
+                self.spikes.update(value)
+            self.pending.clear()
 
     def state_dict(self) -> dict[str, Any]:
+        self.count_pending()
         return {"windows": self.windows.state_dict(), "spikes": self.spikes.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 SPEC §4 "Noise ratio" and §1 "Choosing κ for cs" (paper Sec. 4.1). r_t depends on the data and
 the noise schedule only, not on the weights, so it is measured once when training starts (not
 again on resume) on ``num_images`` training images with ``n_t_per_image`` draws of (t, ε)
-each, using :func:`scalelong.kappa.noise_ratio_stats` with the callback's own generator.
+each, using :func:`scalelong.kappa_range.noise_ratio_stats` with the callback's own generator.
 
 ==============================  ===========================================================
 ``noise_ratio/mean``            mean of r_t (the paper reports ≈ 1.22)
@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 
 from scalelong.callbacks.common import log_metrics, wandb_loggers
 from scalelong.errors import ConfigError
-from scalelong.kappa import NoiseRatioStats, kappa_range, noise_ratio_stats
+from scalelong.kappa_range import NoiseRatioStats, kappa_range, noise_ratio_stats
+from scalelong.plots.figures import plot_histogram
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,3 @@ def save_histogram(stats: NoiseRatioStats, out_dir: Path) -> Path:
              stats.mean, stats.high, stats.mean_xt_energy, path)
     return path
 
-
-def plot_histogram(ax, counts: np.ndarray, edges: np.ndarray, mean: float, q97: float,
-                   label: str | None = None, color: str | None = None) -> None:
-    """Histogram of r_t as a fraction per bin, with the mean (dashed) and q97 (dotted) marked."""
-    density = counts / max(1.0, float(counts.sum()))
-    line = ax.stairs(density, edges, label=label, color=color)
-    ax.axvline(mean, linestyle="--", linewidth=1, color=line.get_edgecolor())
-    ax.axvline(q97, linestyle=":", linewidth=1, color=line.get_edgecolor())
-    ax.set_xlabel("r_t = |eps_t|^2 / |x_t|^2  (dashed: mean, dotted: q97)")
-    ax.set_ylabel("fraction of samples")

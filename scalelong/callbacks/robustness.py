@@ -26,7 +26,7 @@ other path held fixed. Encoder and decoder blocks are ``model.blocks()``; A_i is
 block whose output tensor is the skip (U-ViT in-block i, conv-UNet input block i, MLP-UNet a_i),
 D_i is ``model.decoder_levels()[i]``. The map is evaluated by running the model once with every
 other block returning its cached probe output, so each power-iteration step costs about two
-blocks. All norms come from :func:`scalelong.theory.spectral_norm_jacobian` (power iteration on
+blocks. All norms come from :func:`scalelong.jacobian.spectral_norm_jacobian` (power iteration on
 JᵀJ), ``iters`` steps at most, stopping at relative change ``rtol``.
 """
 
@@ -43,9 +43,15 @@ import torch
 from torch import Tensor, nn
 
 from scalelong.callbacks.common import (
-    ProbeBatch, draw_probe_batch, due, evaluating, forward_hooks, log_metrics, validation_set,
+    ProbeBatch,
+    draw_probe_batch,
+    due,
+    evaluating,
+    forward_hooks,
+    log_metrics,
+    validation_set,
 )
-from scalelong.theory import input_sensitivity, spectral_norm_jacobian
+from scalelong.jacobian import input_sensitivity, spectral_norm_jacobian
 
 log = logging.getLogger(__name__)
 

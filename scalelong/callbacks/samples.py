@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import WandbLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
+
+from scalelong.callbacks.common import due
+from scalelong.sampling import draw, ema_weights, grid
 
 log = logging.getLogger(__name__)
 
 
 class SampleGrid(L.Callback):
-    """Every ``every_n_steps`` training steps (0: only at the end) and when training ends, draw
-    ``num_samples`` images with the EMA weights and save ``<run dir>/samples/step_XXXXXXX.png``.
+    """Every ``every_n_steps`` training steps (0: only at the end; the step rule of
+    :mod:`scalelong.callbacks.common`) and when training ends, draw ``num_samples`` images with the EMA
+    weights (:func:`scalelong.sampling.draw`) and save ``<run dir>/samples/step_XXXXXXX.png``, named by
+    the number of optimizer steps taken.
 
-    The samples use a fixed generator, so grids of successive steps (and of runs with other
-    scalers) start from the same noise and compare directly.
+    The samples use a fixed seed, so grids of successive steps (and of runs with other scalers) start
+    from the same noise and labels and compare directly.
     """
 
     def __init__(
@@ -28,49 +33,26 @@ class SampleGrid(L.Callback):
         self.every_n_steps, self.num_samples = every_n_steps, num_samples
         self.sampler, self.steps, self.guidance_scale, self.seed = sampler, steps, guidance_scale, seed
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step < (trainer.max_steps or -1):
-            self._write(trainer, pl_module, ema=_ema_callback(trainer))
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step - 1
+        last = trainer.global_step >= (trainer.max_steps or -1)  # on_train_end writes that one
+        if due(step, self.every_n_steps) and not last and trainer.is_global_zero:
+            with ema_weights(trainer, pl_module):
+                self._write(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, ema=None)  # EMAWeightAveraging has copied EMA in already
+        self._write(trainer, pl_module)  # EMAWeightAveraging has copied the EMA weights in already
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, ema) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        if ema is not None:
-            ema._swap_models(pl_module)  # Lightning's own swap, as in its validation hooks
-        try:
-            images = self.draw(pl_module)
-        finally:
-            if ema is not None:
-                ema._swap_models(pl_module)
+        images, _ = draw(pl_module, self.num_samples, self.num_samples, self.seed, sampler=self.sampler,
+                         steps=self.steps, guidance_scale=self.guidance_scale)
         out = Path(trainer.default_root_dir) / "samples" / f"step_{trainer.global_step:07d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        grid = make_grid((images + 1) / 2, nrow=int(len(images) ** 0.5))
-        save_image(grid, out)
+        picture = grid(images)
+        save_image(picture, out)
         log.info("wrote %s", out)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("samples", [grid], step=trainer.global_step)
-
-    def draw(self, pl_module: L.LightningModule) -> torch.Tensor:
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        m = pl_module.model
-        y = None
-        if m.num_classes:
-            y = torch.arange(self.num_samples, device=pl_module.device) % m.num_classes
-        return pl_module.sample(
-            self.num_samples, sampler=self.sampler, steps=self.steps, y=y,
-            guidance_scale=self.guidance_scale, generator=generator,
-        ).cpu()
-
-
-def _ema_callback(trainer: L.Trainer):
-    from lightning.pytorch.callbacks import WeightAveraging
-
-    for cb in trainer.callbacks:
-        if isinstance(cb, WeightAveraging) and cb._average_model is not None:
-            return cb
-    return None
+                logger.log_image("samples", [picture], step=trainer.global_step)

@@ -12,7 +12,7 @@ The per-sample losses (paper Eq. (2), Ho et al. Eq. (14)) are averaged per quart
                                 {0, …, T − 1} (q1: least noise)
 ==============================  ===========================================================
 
-The training step's own losses (``DiffusionModule.last_losses``) have t uniform over all of
+The training step's own losses have t uniform over all of
 {0, …, T − 1}, so a small batch can leave a quartile empty; the stratified draws here give every
 quartile B/4 samples, at the cost of one extra forward on the logging steps.
 """
@@ -25,6 +25,7 @@ import lightning as L
 import torch
 
 from scalelong.callbacks.common import due, evaluating, log_metrics
+from scalelong.seeds import derived_seed
 
 QUARTILES = 4
 
@@ -50,7 +51,7 @@ class TimestepLoss(L.Callback):
     def measure(self, pl_module: L.LightningModule, batch: Any, step: int) -> dict[str, float]:
         x0, y = batch
         diffusion = pl_module.diffusion
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, step))
         quartile = torch.arange(len(x0)) % QUARTILES
         width = diffusion.num_timesteps / QUARTILES
         t = ((quartile + torch.rand(len(x0), generator=g)) * width).long().clamp_max(diffusion.num_timesteps - 1)

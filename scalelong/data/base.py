@@ -11,6 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from scalelong.errors import ConfigError, DataError
+from scalelong.seeds import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class ResumableBatchSampler(Sampler[list[tuple[int, bool]]]):
     def __iter__(self):
         epoch, first = divmod(self.start, len(self))
         self.start = (epoch + 1) * len(self)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
         order = torch.randperm(self.n, generator=generator).tolist()
         flips = (torch.rand(self.n, generator=generator) < 0.5).tolist()
         for b in range(first, len(self)):
@@ -141,6 +143,19 @@ class ImageFileDataset(Dataset[Sample]):
         return (x.flip(-1) if flip else x), torch.tensor(label, dtype=torch.long)
 
 
+def torchvision_download(dataset: Callable[..., Dataset], root: Path, download: bool, disabled: str) -> str | None:
+    """Fetch a dataset with its torchvision class (``FashionMNIST``, ``CIFAR10``) into ``root`` if ``download``
+    is set; None when that worked, else why there is no data (``disabled``, or the download's error), for
+    the caller's DataError."""
+    if not download:
+        return disabled
+    try:
+        dataset(str(root), train=True, download=True)
+    except (URLError, OSError, RuntimeError) as err:
+        return f"download failed: {err}"
+    return None
+
+
 def per_process_batch_size(global_batch: int, world_size: int, accumulate_grad_batches: int = 1) -> int:
     """The batch one process loads per micro-step so that one optimiser step sees ``global_batch``.
 
@@ -163,7 +178,7 @@ class ImageDataModule(LightningDataModule, ABC):
     ``batch_size`` is the global batch of one optimiser step; each process loads
     :meth:`process_batch_size` images per micro-step (see :func:`per_process_batch_size`).
 
-    Attributes set at construction (before ``setup``): ``image_size``, ``channels``, ``num_classes``
+    Attributes set at construction (before ``setup``): ``name``, ``image_size``, ``channels``, ``num_classes``
     (0 for unconditional data). After ``setup``: ``train_set`` (full training split) and ``val_set``
     (the fixed subset of ``val_size`` images of the held-out split, chosen with ``seed``).
     """
@@ -172,6 +187,12 @@ class ImageDataModule(LightningDataModule, ABC):
     channels: int
     num_classes: int
     shuffle_seed: int = 0  # seed of the training order; scalelong-train sets it to the run's seed
+
+    @property
+    def name(self) -> str:
+        """The dataset's name in metric names and caches (``fid_<name>``), the ``conf/data`` option that builds
+        it; a subclass sets it as a class attribute, else it is the class name without ``DataModule``."""
+        return type(self).__name__.removesuffix("DataModule").lower()
 
     def __init__(self, root: str, batch_size: int, num_workers: int, val_size: int, seed: int) -> None:
         super().__init__()

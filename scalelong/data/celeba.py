@@ -67,6 +67,8 @@ class FaceCrop:
 class CelebA64DataModule(ImageDataModule):
     """CelebA, 162,770 training images (partition 0); validation is a fixed subset of partition 1."""
 
+    name = "celeba64"
+
     channels = 3
     num_classes = 0
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from urllib.error import URLError
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10
 
-from scalelong.data.base import ImageDataModule, Sample, TensorImageDataset
+from scalelong.data.base import ImageDataModule, Sample, TensorImageDataset, torchvision_download
 from scalelong.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,8 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: 50,000 training and 10,000 test images; validation is a fixed subset of the test split."""
 
+    name = "cifar10"
+
     image_size = 32
     channels = 3
     num_classes = 10
@@ -81,13 +82,10 @@ class CIFAR10DataModule(ImageDataModule):
         missing = [name for name in TRAIN_BATCHES + TEST_BATCHES if not (self.batch_dir / name).is_file()]
         if not missing:
             return
-        failure = "download disabled (set data.download=true to fetch it)"
-        if self.download:
-            try:
-                CIFAR10(str(self.root), train=True, download=True)
-                return
-            except (URLError, OSError, RuntimeError) as err:
-                failure = f"download failed: {err}"
+        failure = torchvision_download(CIFAR10, self.root, self.download,
+                                       "download disabled (set data.download=true to fetch it)")
+        if failure is None:
+            return
         raise DataError(
             f"CIFAR-10 not found: looked for {', '.join(missing)} in {self.batch_dir}; {failure}. "
             f"Get it with data.download=true where there is network, or unpack cifar-10-python.tar.gz "

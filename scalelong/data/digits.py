@@ -18,6 +18,8 @@ from scalelong.errors import ConfigError
 class DigitsDataModule(ImageDataModule):
     """Digits 0–9 (10 classes, 1 channel); ``root`` is accepted for a uniform interface and not used."""
 
+    name = "digits"
+
     channels = 1
     num_classes = 10
 

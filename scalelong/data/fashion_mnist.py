@@ -13,14 +13,13 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from urllib.error import URLError
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from scalelong.data.base import ImageDataModule, Sample, TensorImageDataset
+from scalelong.data.base import ImageDataModule, Sample, TensorImageDataset, torchvision_download
 from scalelong.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -70,6 +69,8 @@ def read_idx_split(raw_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
 class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST: 60,000 training and 10,000 test images; validation is a fixed subset of the test split."""
 
+    name = "fashion_mnist"
+
     image_size = 28
     channels = 1
     num_classes = 10
@@ -106,13 +107,10 @@ class FashionMNISTDataModule(ImageDataModule):
                 gunzip(self.debian_dir / f"{name}.gz", self.raw_dir / name)
             log.info("Unzipped Fashion-MNIST from %s into %s", self.debian_dir, self.raw_dir)
             return
-        failure = "download disabled (data.download=false)"
-        if self.download:
-            try:
-                FashionMNIST(str(self.root), train=True, download=True)
-                return
-            except (URLError, OSError, RuntimeError) as err:
-                failure = f"download failed: {err}"
+        failure = torchvision_download(FashionMNIST, self.root, self.download,
+                                       "download disabled (data.download=false)")
+        if failure is None:
+            return
         raise DataError(
             f"Fashion-MNIST not found: looked for {', '.join(missing)} in {self.raw_dir} and for their .gz "
             f"copies in {self.debian_dir}; {failure}. Get it with `apt-get install dataset-fashion-mnist` "

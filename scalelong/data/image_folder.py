@@ -48,6 +48,8 @@ class ImageFolderDataModule(ImageDataModule):
     ``folder`` is joined to ``root``; an absolute ``folder`` is used as it is.
     """
 
+    name = "image_folder"
+
     def __init__(
         self,
         root: str = "data",
@@ -175,6 +177,8 @@ class ImageFolderDataModule(ImageDataModule):
 
 class ImageNet64DataModule(ImageFolderDataModule):
     """ImageNet 64×64, class-conditional with 1000 classes: ``<root>/imagenet64/{train,val}/<wnid>/*``."""
+
+    name = "imagenet64"
 
     def __init__(
         self,

@@ -34,7 +34,8 @@ class WienerDenoiser:
     def __call__(self, x_t: Tensor, alpha_bar: float) -> Tensor:
         a = alpha_bar**0.5
         d = self.cov.shape[0]
-        gain = a * self.cov @ torch.linalg.inv(alpha_bar * self.cov + (1 - alpha_bar) * torch.eye(d, dtype=torch.float64))
+        identity = torch.eye(d, dtype=torch.float64)
+        gain = a * self.cov @ torch.linalg.inv(alpha_bar * self.cov + (1 - alpha_bar) * identity)
         flat = x_t.flatten(1).double() - a * self.mean  # (B, D)
         return (self.mean + flat @ gain.T).view_as(x_t).to(x_t.dtype)
 

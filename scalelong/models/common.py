@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -84,12 +85,23 @@ class Backbone(nn.Module, ABC):
         return next(self.parameters()).device
 
     @abstractmethod
+    def stages(self) -> tuple[Sequence[nn.Module], nn.Module, Sequence[nn.Module]]:
+        """(encoder blocks, middle block, decoder blocks), each list in the order ``forward`` runs them:
+        encoder block k outputs skip k + 1, and the j-th decoder block merges skip N − j."""
+
     def decoder_levels(self) -> dict[int, nn.Module]:
         """Skip index i -> the decoder module whose output follows the merge of skip i."""
+        decoder = self.stages()[2]
+        return {len(decoder) - j: block for j, block in enumerate(decoder)}
 
-    @abstractmethod
     def blocks(self) -> dict[str, nn.Module]:
-        """Block name -> module, the units of the per-block gradient norms."""
+        """Block name -> module (``in_block_k``, ``mid_block``, ``out_block_k``, k from 1 in forward order),
+        the units of the per-block gradient norms."""
+        encoder, middle, decoder = self.stages()
+        named = {f"in_block_{k + 1}": b for k, b in enumerate(encoder)}
+        named["mid_block"] = middle
+        named.update({f"out_block_{k + 1}": b for k, b in enumerate(decoder)})
+        return named
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

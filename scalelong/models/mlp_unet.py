@@ -51,10 +51,11 @@ class MLPUNet(Backbone):
             x = self.b[i - 1](self.skip_scales[i - 1](skips.pop()) + x)
         return x
 
-    def decoder_levels(self) -> dict[int, nn.Module]:
-        return {i: self.b[i - 1] for i in range(1, self.num_skips + 1)}
+    def stages(self) -> tuple[list[nn.Module], nn.Module, list[nn.Module]]:
+        return list(self.a), self.mid, list(reversed(self.b))  # b_N merges first
 
     def blocks(self) -> dict[str, nn.Module]:
+        """``a_i``, ``mid``, ``b_i``: the paper's Eq. (3) names."""
         named = {f"a_{i + 1}": m for i, m in enumerate(self.a)}
         named["mid"] = self.mid
         named.update({f"b_{i + 1}": m for i, m in enumerate(self.b)})

@@ -9,7 +9,7 @@ outermost skip. The DDPM CIFAR-10 preset (ch 128, ch_mult 1,2,2,2, 2 res blocks,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -178,12 +178,5 @@ class UNet(Backbone):
             x = blk(torch.cat([x, self.skip_scales[i - 1](skips.pop())], dim=1), emb)
         return self.out(x)
 
-    def decoder_levels(self) -> dict[int, nn.Module]:
-        n = len(self.output_blocks)
-        return {n - j: blk for j, blk in enumerate(self.output_blocks)}
-
-    def blocks(self) -> dict[str, nn.Module]:
-        named = {f"in_block_{k + 1}": b for k, b in enumerate(self.input_blocks)}
-        named["mid_block"] = self.middle_block
-        named.update({f"out_block_{k + 1}": b for k, b in enumerate(self.output_blocks)})
-        return named
+    def stages(self) -> tuple[nn.ModuleList, nn.Module, nn.ModuleList]:
+        return self.input_blocks, self.middle_block, self.output_blocks

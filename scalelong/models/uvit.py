@@ -137,18 +137,13 @@ class UViT(Backbone):
 
         x = self.decoder_pred(self.norm(x))[:, self.extras :]
         p, g, c = self.patch_size, self.grid, self.in_chans
-        x = x.view(-1, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(-1, c, g * p, g * p)
+        # unpatchify: B (h w) (p1 p2 C) -> B C (h p1) (w p2), with h = w = g patches of p × p pixels
+        x = x.view(-1, g, g, p, p, c)  # B h w p1 p2 C
+        x = x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, g * p, g * p)  # B C h p1 w p2 -> B C (h p1) (w p2)
         return self.final_layer(x)
 
-    def decoder_levels(self) -> dict[int, nn.Module]:
-        n = len(self.out_blocks)
-        return {n - j: blk for j, blk in enumerate(self.out_blocks)}
-
-    def blocks(self) -> dict[str, nn.Module]:
-        named = {f"in_block_{k + 1}": b for k, b in enumerate(self.in_blocks)}
-        named["mid_block"] = self.mid_block
-        named.update({f"out_block_{k + 1}": b for k, b in enumerate(self.out_blocks)})
-        return named
+    def stages(self) -> tuple[nn.ModuleList, nn.Module, nn.ModuleList]:
+        return self.in_blocks, self.mid_block, self.out_blocks
 
 
 def _init_linear(m: nn.Module) -> None:
