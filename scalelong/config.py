@@ -4,39 +4,56 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from scalelong.errors import ConfigError
+from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.models.common import Backbone
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-# Overrides of these fields change how a run is executed or observed, not what it computes, so
-# they do not name the run directory (a longer trainer.max_steps resumes the same run) ...
-_UNNAMED_PREFIXES = ("trainer.", "callbacks.", "logger.", "paths.", "hydra", "ckpt_path", "run_name")
-# ... except these, which change the result (clipping, accumulation, precision, EMA).
+# The one rule for naming a run directory (``run_name``; ``scalelong-aggregate`` groups runs by it too).
+# These config groups and fields change how a run is executed or observed, not what it computes, so
+# neither their group choices (``trainer=gpu``, ``callbacks=stability``, ``logger=wandb``) nor their
+# fields (``trainer.max_steps=...``) name the run: the same command with them resumes the same run ...
+_UNNAMED = ("trainer", "callbacks", "logger", "paths", "hydra", "ckpt_path", "run_name")
+# ... except these fields, which change the result (clipping, accumulation, precision, EMA).
 _NAMING_EXCEPTIONS = ("trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
                       "trainer.accumulate_grad_batches", "trainer.precision", "callbacks.ema")
 
 
+def override_key(override: str) -> str:
+    """The key of a command-line override: ``trainer.max_steps`` of ``trainer.max_steps=5`` or of
+    ``trainer.max_steps-5`` (the ``key-value`` form of Hydra's ``override_dirname``), ``logger`` of
+    ``logger=wandb``, ``callbacks.ema`` of ``~callbacks.ema``."""
+    return re.split(r"[=-]", override.lstrip("+~"), maxsplit=1)[0]  # keys hold neither "=" nor "-"
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith((f"{p}.", f"{p}/")) for p in prefixes)
+
+
 def names_the_run(override: str) -> bool:
     """Whether a command-line override (``key=value`` or ``key-value``) changes what a run computes."""
-    key = override.lstrip("+~")
-    return not key.startswith(_UNNAMED_PREFIXES) or key.startswith(_NAMING_EXCEPTIONS)
+    key = override_key(override)
+    return not _under(key, _UNNAMED) or _under(key, _NAMING_EXCEPTIONS)
 
 
 def run_name(override_dirname: str, max_len: int = 120) -> str:
     """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
 
-    Group choices (``trainer-ddp_cpu``), model, scaler, data, diffusion, optim and seed fields, and
-    the trainer and EMA settings that change results name the run; a ``/`` in a value becomes
+    Model, scaler, data, diffusion, optim, experiment and seed choices and fields, and the trainer and
+    EMA settings that change results name the run (:func:`names_the_run`); a ``/`` in a value becomes
     ``%``; names longer than ``max_len`` end in a hash of the full name.
     """
     items = [it for it in override_dirname.split("__") if it and names_the_run(it)]
@@ -73,6 +90,16 @@ def check_train_config(cfg: DictConfig) -> None:
     if kappa is not None and kappa != "auto" and not _is_number(kappa):
         raise ConfigError(f"{kappa_key}={kappa!r} is not a number; set the constant-scaling κ, e.g. {kappa_key}=0.5 "
                           f"(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or {kappa_key}=auto to measure it")
+    if kappa is not None and kappa != "auto" and not float(kappa) > 0:
+        raise ConfigError(f"{kappa_key}={kappa} must be > 0; set the constant-scaling κ in (0, 1], e.g. "
+                          f"{kappa_key}=0.5, or {kappa_key}=auto to measure it")
+    if kappa != "auto":
+        try:
+            instantiate(cfg.scaler)  # the scaler's own checks (ratio, activation, c, τ), before any file is written
+        except InstantiationException as err:
+            if isinstance(err.__cause__, ScaleLongError):
+                raise err.__cause__ from None
+            raise
     lr = cfg.optim.get("lr")
     if not _is_number(lr) or float(lr) < 0:
         raise ConfigError(f"optim.lr={lr!r} is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "
@@ -83,6 +110,19 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(f"callbacks.samples.num_samples={num_samples!r} draws no sample grid; set "
                           "it to at least 1, e.g. callbacks.samples.num_samples=16, or turn the grids off with "
                           "callbacks.samples=null")
+
+
+class ConfigCheck(Callback):
+    """Hydra callback: :func:`check_train_config` before Hydra creates the run directory, so a bad value
+    ends the command with one line and leaves no directory behind. (A sweep's jobs are checked in the
+    job, where a failure is recorded in the job's ``status.json``.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        HydraConfig.instance().set_config(config)
+        try:
+            check_train_config(config)
+        except ConfigError as err:
+            sys.exit(f"scalelong-{config.hydra.job.name}: {err}")
 
 
 def _is_number(value: object) -> bool:

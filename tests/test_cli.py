@@ -111,6 +111,8 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
                                "(the default)"),
     ("train", ["cs_kappa=abc"], "cs_kappa='abc' is not a number; set the constant-scaling κ, e.g. cs_kappa=0.5 "
                                 "(paper: CIFAR-10 and CelebA 0.5, ImageNet 64 0.7), or cs_kappa=auto to measure it"),
+    ("train", ["cs_kappa=-1"], "cs_kappa=-1 must be > 0; set the constant-scaling κ in (0, 1], e.g. cs_kappa=0.5, "
+                               "or cs_kappa=auto to measure it"),
     ("train", ["callbacks.samples.num_samples=0"],
      "callbacks.samples.num_samples=0 draws no sample grid; set it to at least 1, e.g. "
      "callbacks.samples.num_samples=16, or turn the grids off with callbacks.samples=null"),
@@ -133,7 +135,7 @@ def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, command, ar
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     run = "data.batch_size-16__data-digits__model.depth-4__model.embed_dim-32__model.num_heads-2"
     assert proc.stderr.strip().splitlines()[-1] == f"scalelong-{command}: " + message.format(tmp=tmp_path, run=run)
-    assert not list(tmp_path.glob("outputs/runs/*/checkpoints/*.ckpt"))
+    assert not list(tmp_path.glob("outputs/runs/*"))  # a refused command leaves no run directory
 
 
 RESUME_CLI = [

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from scalelong.config import CONF_DIR, check_train_config, compose, run_name
+from scalelong.config import CONF_DIR, check_train_config, compose, names_the_run, run_name
 from scalelong.errors import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -55,9 +56,29 @@ def test_table_experiments_sweep_the_paper_axes():
 
 def test_run_name_keeps_what_changes_the_result():
     assert run_name("") == "default"
-    assert run_name("scaler-ls__seed-1__trainer.max_steps-99__trainer-gpu") == "scaler-ls__seed-1__trainer-gpu"
+    assert run_name("scaler-ls__seed-1__trainer.max_steps-99__trainer-gpu") == "scaler-ls__seed-1"
+    assert run_name("callbacks-stability__logger-wandb__model-uvit_deep__hydra/launcher-joblib") == "model-uvit_deep"
+    kept = "callbacks.ema.decay-0.9__trainer.precision-bf16-mixed__trainer.gradient_clip_val-1.0"
+    assert run_name(f"{kept}__ckpt_path-a=b-c.ckpt") == kept
+    assert [names_the_run(o) for o in ("seed=2", "logger=wandb", "~callbacks.ema", "callbacks.emax=1")] == \
+        [True, False, True, False]
     long = run_name("__".join(f"model.f{i}-{i}" for i in range(40)))
     assert len(long) == 120 and long != run_name("__".join(f"model.f{i}-{i + 1}" for i in range(40)))
+
+
+def run_dir(overrides: list[str]) -> str:
+    """The run directory Hydra would create for these command-line overrides."""
+    cfg = compose(overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg.hydra.run.dir
+
+
+def test_the_same_command_with_logger_wandb_resumes_the_same_run():
+    command = ["scaler=ls", "seed=1", "trainer.max_steps=50"]
+    same = {run_dir(command), run_dir([*command, "logger=wandb"]),
+            run_dir([*command, "callbacks=stability", "trainer=gpu", "trainer.max_steps=99"])}
+    assert len(same) == 1 and same.pop().endswith("/runs/scaler-ls__seed-1")
+    assert run_dir([*command, "callbacks.ema.decay=0.9"]).endswith("/runs/callbacks.ema.decay-0.9__scaler-ls__seed-1")
 
 
 @pytest.mark.parametrize("overrides,message", [
