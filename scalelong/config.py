@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -71,6 +72,15 @@ def run_dir_name(name: str) -> str:
     return name
 
 
+def slurm_gpus(devices: object) -> int:
+    """GPUs (and tasks) per node of the SLURM launcher: ``trainer.devices``, which must be a count there
+    (``trainer=ddp`` alone means "all GPUs of the node", a number SLURM has to be told)."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"hydra/launcher=slurm requests trainer.devices GPUs per node, but "
+                          f"trainer.devices={devices!r}; set the count, e.g. trainer.devices=8")
+    return devices
+
+
 def runtime_cwd() -> str:
     """Hydra's ``runtime.cwd`` in a job; the current directory before Hydra sets it (a sweep's
     directory is resolved then)."""
@@ -80,6 +90,7 @@ def runtime_cwd() -> str:
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
 OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
+OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -104,6 +115,10 @@ def check_train_config(cfg: DictConfig) -> None:
     if not _is_number(lr) or float(lr) < 0:
         raise ConfigError(f"optim.lr={lr!r} is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "
                           "(the default)")
+    loggers = [c for c in (cfg.get("logger") or {}).values() if c is not None]
+    if any(str(c.get("_target_", "")).endswith("WandbLogger") for c in loggers) and not find_spec("wandb"):
+        raise ConfigError("logger=wandb needs the wandb package, an optional dependency: "
+                          "pip install -e '.[wandb]' (or pip install wandb), or log to CSV only with logger=csv")
     samples = cfg.get("callbacks", {}).get("samples")
     num_samples = samples.get("num_samples") if samples is not None else 1
     if not (_is_number(num_samples) and float(num_samples) >= 1):

@@ -13,24 +13,9 @@ from omegaconf import open_dict
 
 from scalelong.config import compose
 
-# A U-ViT / UNet small enough for a few steps per second, on scikit-learn's bundled digits.
-TINY = {
-    "uvit": ["model=uvit_small", "model.embed_dim=32", "model.depth=4", "model.num_heads=2"],
-    "unet": ["model=unet_small", "model.ch=16", "model.norm_groups=8", "model.attn_resolutions=[7]"],
-}
-FAST = [
-    "data=digits",
-    "data.batch_size=16",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=1",
-    "trainer.log_every_n_steps=1",
-    "callbacks.samples.num_samples=4",
-    "callbacks.samples.steps=3",
-    "callbacks.checkpoint.every_n_train_steps=2",
-    "optim.warmup_steps=1",
-]
+# The tiny run of conf/debug/tiny.yaml (digits, a few seconds) with the tiny U-ViT or conv UNet.
+TINY = {"uvit": ["model=uvit_tiny"], "unet": ["model=unet_tiny"]}
+FAST = ["debug=tiny"]
 
 
 def run_config(tmp_path: Path, overrides: list[str], run_name: str = "run"):

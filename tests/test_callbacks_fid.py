@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import FAST, TINY
 from scalelong.callbacks.fid import FIDTracker
 from scalelong.config import compose
 from scalelong.errors import ConfigError
@@ -84,10 +84,7 @@ def test_fid_is_logged_by_name_and_best_checkpoint_holds_the_measured_ema_weight
 @pytest.mark.slow
 def test_fid_callback_under_two_process_ddp(tmp_path) -> None:
     args = [
-        "trainer=ddp_cpu", "data=digits", "data.batch_size=16", *TINY["uvit"][1:], "trainer.max_steps=4",
-        "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "callbacks.samples.num_samples=4", "callbacks.samples.steps=3",
-        "callbacks.checkpoint.every_n_train_steps=2", *FID, "run_name=ddp",
+        "trainer=ddp_cpu", *FAST, *FID, "run_name=ddp",
     ]
     proc = subprocess.run([sys.executable, "-m", "scalelong.train", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)

@@ -16,13 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-TINY_CLI = [
-    "data=digits", "data.batch_size=16", "model.embed_dim=32", "model.depth=4", "model.num_heads=2",
-    "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "callbacks.samples.num_samples=4", "callbacks.samples.steps=3",
-    "callbacks.checkpoint.every_n_train_steps=2",
-]
+TINY_CLI = ["debug=tiny"]  # conf/debug/tiny.yaml: digits, a tiny U-ViT, 4 steps
 
 
 def scalelong(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -133,7 +127,7 @@ def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, command, ar
     args = [a.format(tmp=tmp_path) for a in args]
     proc = scalelong(command, [*(TINY_CLI if command == "train" else []), *args], tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    run = "data.batch_size-16__data-digits__model.depth-4__model.embed_dim-32__model.num_heads-2"
+    run = "debug-tiny"
     assert proc.stderr.strip().splitlines()[-1] == f"scalelong-{command}: " + message.format(tmp=tmp_path, run=run)
     assert not list(tmp_path.glob("outputs/runs/*"))  # a refused command leaves no run directory
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from scalelong.config import CONF_DIR, check_train_config, compose, names_the_run, run_name
 from scalelong.errors import ConfigError
@@ -102,3 +103,29 @@ def test_a_bad_train_value_is_one_config_error_naming_the_key_value_and_fix(over
                                        ["callbacks.samples=null"]])
 def test_valid_train_values_and_ignored_ones_pass_the_check(overrides):
     check_train_config(compose(["data=digits", *overrides], return_hydra_config=True))
+
+
+def test_debug_tiny_is_a_seconds_long_run_and_keeps_other_choices():
+    cfg = compose(["debug=tiny"])
+    with torch.device("meta"):
+        model = instantiate(cfg.model, scaler=instantiate(cfg.scaler))
+    assert (cfg.data._target_.rsplit(".", 1)[-1], cfg.trainer.max_steps, model.num_skips) == ("DigitsDataModule", 4, 2)
+    assert compose(["debug=tiny", "model=unet_tiny"]).model.ch == 16
+
+
+def test_debug_overfit_trains_on_one_batch_of_sixteen_images():
+    cfg = compose(["debug=overfit"])
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    assert len(data.train_set) == cfg.data.batch_size == 16
+
+
+def test_the_slurm_launcher_requests_the_trainers_gpus():
+    cfg = compose(["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+                  return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    launcher = cfg.hydra.launcher
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+    all_gpus = compose(["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)  # devices: -1
+    with pytest.raises(Exception, match="set the count, e.g. trainer.devices=8"):
+        OmegaConf.to_container(all_gpus.hydra.launcher, resolve=True)

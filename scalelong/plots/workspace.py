@@ -22,7 +22,7 @@ def build_workspace(entity: str, project: str, num_skips: int, name: str = "scal
         import wandb_workspaces.workspaces as ws
     except ImportError as err:
         raise ScaleLongError("--wandb needs the wandb-workspaces package: pip install wandb-workspaces "
-                             "(or pip install -e '.[workspaces]')") from err
+                             "(or pip install -e '.[wandb]')") from err
 
     x = "trainer/global_step"
     skips = range(1, num_skips + 1)
