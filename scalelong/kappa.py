@@ -9,28 +9,23 @@ range for the model's number of long skips; the math is :mod:`scalelong.kappa_ra
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from scalelong.config import CONF_DIR
-from scalelong.errors import ScaleLongError
+from scalelong.errors import exit_on_user_error
 from scalelong.kappa_range import kappa_for_config
 
 
+def report(cfg: DictConfig) -> None:
+    """Print the Sec. 4.1 report for the composed config."""
+    print(kappa_for_config(cfg, report=True)[1])
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="kappa", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        print(kappa_for_config(cfg, report=True)[1])
-    except ScaleLongError as err:
-        sys.exit(f"scalelong-kappa: {err}")
-
-
-def main() -> None:
-    """``scalelong-kappa data=... model=...``: print the Sec. 4.1 κ range for a data set, a noise
-    schedule and a model's number of long skips."""
-    _hydra_main()
+def main(cfg: DictConfig) -> None:
+    """Console entry point (``scalelong-kappa data=... model=...``)."""
+    exit_on_user_error("scalelong-kappa", report, cfg)
 
 
 if __name__ == "__main__":

@@ -214,31 +214,8 @@ def estimate_kappa(
     return stats, low, high, kappa
 
 
-def auto_kappa(
-    diffusion: Diffusion,
-    images: Tensor | Iterable[Tensor | Sequence[Tensor]],
-    num_skips: int,
-    rule: str = "geometric",
-    **stats_kwargs,
-) -> float:
-    """``kappa: auto``: the chosen κ of :func:`estimate_kappa`."""
-    return estimate_kappa(diffusion, images, num_skips, rule, **stats_kwargs)[3]
-
-
-def kappa_range_report(
-    diffusion: Diffusion,
-    images: Tensor | Iterable[Tensor | Sequence[Tensor]],
-    num_skips: int,
-    rule: str = "geometric",
-    **stats_kwargs,
-) -> str:
-    """A plain-text report of the Sec. 4.1 estimate: r_t statistics, κ range and chosen κ."""
-    estimate = estimate_kappa(diffusion, images, num_skips, rule, **stats_kwargs)
-    return format_report(diffusion, num_skips, rule, estimate)
-
-
 def format_report(diffusion: Diffusion, num_skips: int, rule: str, estimate: Estimate) -> str:
-    """The text of :func:`kappa_range_report` for an existing estimate."""
+    """A plain-text report of a Sec. 4.1 estimate: r_t statistics, κ range and chosen κ."""
     stats, low, high, kappa = estimate
     q = f"q{100 * stats.quantile:g}"
     return "\n".join(

@@ -9,7 +9,6 @@ samples and their labels come from :func:`scalelong.sampling.draw`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scalelong.config import CONF_DIR
 from scalelong.diffusion import DEFAULT_STEPS
-from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.errors import ConfigError, exit_on_user_error
 from scalelong.lit import load_checkpoint
 from scalelong.sampling import draw, save_samples
 
@@ -47,16 +46,9 @@ def run(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sample", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ScaleLongError as err:
-        sys.exit(f"scalelong-sample: {err}")
-
-
-def main() -> None:
+def main(cfg: DictConfig) -> None:
     """Console entry point (``scalelong-sample``)."""
-    _hydra_main()
+    exit_on_user_error("scalelong-sample", run, cfg)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ import torch
 from scalelong.diffusion import Diffusion
 from scalelong.errors import ConfigError
 from scalelong.kappa_range import (
-    auto_kappa,
     choose_kappa,
+    estimate_kappa,
+    format_report,
     kappa_range,
-    kappa_range_report,
     noise_ratio_stats,
     skip_energy,
     solve_kappa,
@@ -145,10 +145,11 @@ def test_noise_ratio_accepts_loader_batches_and_is_reproducible():
 
 def test_auto_kappa_and_report_agree():
     x0 = torch.rand(500, 256, generator=seeded(0)) * 2 - 1
-    kappa = auto_kappa(Diffusion(), x0, 6, generator=seeded(1))
+    estimate = estimate_kappa(Diffusion(), x0, 6, generator=seeded(1))
+    kappa = estimate[3]
     stats = noise_ratio_stats(Diffusion(), x0, generator=seeded(1))
     assert kappa == pytest.approx(choose_kappa(*kappa_range(stats.mean, stats.high, 6)))
-    report = kappa_range_report(Diffusion(), x0, 6, generator=seeded(1))
+    report = format_report(Diffusion(), 6, "geometric", estimate)
     assert f"{stats.mean:.4f}" in report and f"{kappa:.4f}" in report and "q97" in report
 
 

@@ -143,17 +143,19 @@ class ImageFileDataset(Dataset[Sample]):
         return (x.flip(-1) if flip else x), torch.tensor(label, dtype=torch.long)
 
 
-def torchvision_download(dataset: Callable[..., Dataset], root: Path, download: bool, disabled: str) -> str | None:
-    """Fetch a dataset with its torchvision class (``FashionMNIST``, ``CIFAR10``) into ``root`` if ``download``
-    is set; None when that worked, else why there is no data (``disabled``, or the download's error), for
-    the caller's DataError."""
-    if not download:
-        return disabled
-    try:
-        dataset(str(root), train=True, download=True)
-    except (URLError, OSError, RuntimeError) as err:
-        return f"download failed: {err}"
-    return None
+def torchvision_download(dataset: Callable[..., Dataset], root: Path, download: bool, disabled: str,
+                         not_found: str, fix: str) -> None:
+    """Fetch a dataset with its torchvision class (``FashionMNIST``, ``CIFAR10``) into ``root`` when
+    ``download`` is set; otherwise, or if that fails, raise ``DataError("<not_found>; <why>. <fix>")``
+    where why is ``disabled`` or the download's error."""
+    why = disabled
+    if download:
+        try:
+            dataset(str(root), train=True, download=True)
+            return
+        except (URLError, OSError, RuntimeError) as err:
+            why = f"download failed: {err}"
+    raise DataError(f"{not_found}; {why}. {fix}")
 
 
 def per_process_batch_size(global_batch: int, world_size: int, accumulate_grad_batches: int = 1) -> int:

@@ -82,14 +82,11 @@ class CIFAR10DataModule(ImageDataModule):
         missing = [name for name in TRAIN_BATCHES + TEST_BATCHES if not (self.batch_dir / name).is_file()]
         if not missing:
             return
-        failure = torchvision_download(CIFAR10, self.root, self.download,
-                                       "download disabled (set data.download=true to fetch it)")
-        if failure is None:
-            return
-        raise DataError(
-            f"CIFAR-10 not found: looked for {', '.join(missing)} in {self.batch_dir}; {failure}. "
-            f"Get it with data.download=true where there is network, or unpack cifar-10-python.tar.gz "
-            f"from https://www.cs.toronto.edu/~kriz/cifar.html into {self.root}."
+        torchvision_download(
+            CIFAR10, self.root, self.download, "download disabled (set data.download=true to fetch it)",
+            not_found=f"CIFAR-10 not found: looked for {', '.join(missing)} in {self.batch_dir}",
+            fix=f"Get it with data.download=true where there is network, or unpack cifar-10-python.tar.gz "
+                f"from https://www.cs.toronto.edu/~kriz/cifar.html into {self.root}.",
         )
 
     def load_splits(self) -> tuple[Dataset[Sample], Dataset[Sample]]:

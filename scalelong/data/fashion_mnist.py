@@ -107,14 +107,12 @@ class FashionMNISTDataModule(ImageDataModule):
                 gunzip(self.debian_dir / f"{name}.gz", self.raw_dir / name)
             log.info("Unzipped Fashion-MNIST from %s into %s", self.debian_dir, self.raw_dir)
             return
-        failure = torchvision_download(FashionMNIST, self.root, self.download,
-                                       "download disabled (data.download=false)")
-        if failure is None:
-            return
-        raise DataError(
-            f"Fashion-MNIST not found: looked for {', '.join(missing)} in {self.raw_dir} and for their .gz "
-            f"copies in {self.debian_dir}; {failure}. Get it with `apt-get install dataset-fashion-mnist` "
-            f"or `bash scripts/get_fashion_mnist.sh {self.root}`."
+        torchvision_download(
+            FashionMNIST, self.root, self.download, "download disabled (data.download=false)",
+            not_found=f"Fashion-MNIST not found: looked for {', '.join(missing)} in {self.raw_dir} and for their "
+                      f".gz copies in {self.debian_dir}",
+            fix=f"Get it with `apt-get install dataset-fashion-mnist` or "
+                f"`bash scripts/get_fashion_mnist.sh {self.root}`.",
         )
 
     def load_splits(self) -> tuple[Dataset[Sample], Dataset[Sample]]:

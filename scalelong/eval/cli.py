@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.config import CONF_DIR
-from scalelong.errors import ScaleLongError
+from scalelong.errors import exit_on_user_error
 from scalelong.eval.reference import FIDReference, check_reference, check_sampling, kid, references, sampling_label
 from scalelong.lit import load_checkpoint
 from scalelong.sampling import draw, save_samples
@@ -113,16 +112,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ScaleLongError as err:
-        sys.exit(f"scalelong-eval: {err}")
-
-
-def main() -> None:
+def main(cfg: DictConfig) -> None:
     """Console entry point (``scalelong-eval``)."""
-    _hydra_main()
+    exit_on_user_error("scalelong-eval", run, cfg)
 
 
 if __name__ == "__main__":
