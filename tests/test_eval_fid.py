@@ -13,7 +13,6 @@ from scalelong.eval.fid import (
     FeatureStats,
     extract_stats,
     fid_from_stats,
-    fid_metric,
     frechet_distance,
     kid_metric,
     metric_name,
@@ -117,25 +116,11 @@ def test_reference_stats_recompute_only_when_missing_or_stale(tmp_path) -> None:
         reference_stats(*args, "toy/3", compute("toy/4"), tmp_path)
 
 
-def test_fid_metric_with_cached_reference_equals_fid_from_stats() -> None:
-    real, fake = gaussian_features(400, 24, seed=4), gaussian_features(300, 24, seed=5, shift=0.2)
-    reference = stats_from_features(real, "toy/1")
-    metric = fid_metric(Identity(24), reference)
-    metric.update(fake, real=False)
-    expected = fid_from_stats(stats_from_features(fake, "toy/1"), reference)
-    assert float(metric.compute()) == pytest.approx(expected, rel=1e-4)
-    metric.reset()
-    metric.update(fake, real=False)
-    assert float(metric.compute()) == pytest.approx(expected, rel=1e-4)
-
-
 def test_mismatched_extractors_raise() -> None:
     a = stats_from_features(gaussian_features(20, 4, seed=0), "toy/1")
     b = stats_from_features(gaussian_features(20, 4, seed=1), "toy/2")
     with pytest.raises(ConfigError, match="toy/2"):
         fid_from_stats(a, b)
-    with pytest.raises(ConfigError, match="reference_stats"):
-        fid_metric(Identity(4, "toy/2"), a)
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance`")

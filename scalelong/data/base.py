@@ -196,7 +196,25 @@ class ImageDataModule(LightningDataModule, ABC):
         it; a subclass sets it as a class attribute, else it is the class name without ``DataModule``."""
         return type(self).__name__.removesuffix("DataModule").lower()
 
-    def __init__(self, root: str, batch_size: int, num_workers: int, val_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_size: int = 1024,
+        random_flip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        """The options every data module takes (a subclass passes them on as ``**options``).
+
+        Args:
+            root: the data folder (``paths.data_dir``).
+            batch_size: the global batch of one optimiser step.
+            num_workers: loader processes.
+            val_size: images of the fixed validation subset.
+            random_flip: flip training images horizontally at random (held-out images never).
+            seed: the seed of the validation subset.
+        """
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}.")
@@ -206,6 +224,7 @@ class ImageDataModule(LightningDataModule, ABC):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_size = val_size
+        self.random_flip = random_flip
         self.seed = seed
         self.train_set: Dataset[Sample] | None = None
         self.val_set: Dataset[Sample] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -72,25 +73,15 @@ class CelebA64DataModule(ImageDataModule):
     channels = 3
     num_classes = 0
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 1024,
-        image_size: int = 64,
-        crop_size: int = 128,
-        random_flip: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(root, batch_size, num_workers, val_size, seed)
+    def __init__(self, image_size: int = 64, crop_size: int = 128, random_flip: bool = True, **options: Any) -> None:
+        """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""
+        super().__init__(random_flip=random_flip, **options)
         if not 0 < crop_size <= min(ALIGNED_SIZE):
             raise ConfigError(
                 f"data.crop_size={crop_size} must be in 1..{min(ALIGNED_SIZE)} (the aligned image width)."
             )
         self.image_size = image_size
         self.crop_size = crop_size
-        self.random_flip = random_flip
 
     @property
     def image_dir(self) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,18 +59,9 @@ class CIFAR10DataModule(ImageDataModule):
     channels = 3
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 1024,
-        random_flip: bool = True,
-        seed: int = 0,
-        download: bool = False,
-    ) -> None:
-        super().__init__(root, batch_size, num_workers, val_size, seed)
-        self.random_flip = random_flip
+    def __init__(self, random_flip: bool = True, download: bool = False, **options: Any) -> None:
+        """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""
+        super().__init__(random_flip=random_flip, **options)
         self.download = download
 
     @property

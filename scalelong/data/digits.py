@@ -6,6 +6,8 @@ Values are mapped to [-1, 1] (0 -> -1, 16 -> 1) and upsampled bilinearly to ``im
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
@@ -23,21 +25,12 @@ class DigitsDataModule(ImageDataModule):
     channels = 1
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 297,
-        image_size: int = 28,
-        random_flip: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(root, batch_size, num_workers, val_size, seed)
+    def __init__(self, val_size: int = 297, image_size: int = 28, **options: Any) -> None:
+        """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""
+        super().__init__(val_size=val_size, **options)
         if image_size < 8:
             raise ConfigError(f"data.image_size={image_size} is below the digits' native 8; use 8 or more.")
         self.image_size = image_size
-        self.random_flip = random_flip
 
     def load_splits(self) -> tuple[Dataset[Sample], Dataset[Sample]]:
         """Upsampled float images in memory, split into training and validation images."""

@@ -13,6 +13,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -75,19 +76,9 @@ class FashionMNISTDataModule(ImageDataModule):
     channels = 1
     num_classes = 10
 
-    def __init__(
-        self,
-        root: str = "data",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 1024,
-        random_flip: bool = False,
-        seed: int = 0,
-        download: bool = True,
-        debian_dir: str = DEBIAN_DIR,
-    ) -> None:
-        super().__init__(root, batch_size, num_workers, val_size, seed)
-        self.random_flip = random_flip
+    def __init__(self, download: bool = True, debian_dir: str = DEBIAN_DIR, **options: Any) -> None:
+        """``options``: those of :class:`~scalelong.data.base.ImageDataModule` (no random flips by default)."""
+        super().__init__(**options)
         self.download = download
         self.debian_dir = Path(debian_dir)
 

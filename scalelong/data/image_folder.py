@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -52,11 +53,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def __init__(
         self,
-        root: str = "data",
         folder: str = "images",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 1024,
         image_size: int = 64,
         channels: int = 3,
         class_conditional: bool = False,
@@ -64,9 +61,10 @@ class ImageFolderDataModule(ImageDataModule):
         train_split: str = "train",
         val_split: str = "val",
         random_flip: bool = True,
-        seed: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, val_size, seed)
+        """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""
+        super().__init__(random_flip=random_flip, **options)
         if channels not in MODES:
             raise ConfigError(f"data.channels={channels} is not supported; use 1 (grayscale) or 3 (RGB).")
         if not class_conditional and num_classes:
@@ -77,7 +75,6 @@ class ImageFolderDataModule(ImageDataModule):
         self.class_conditional = class_conditional
         self.train_split = train_split
         self.val_split = val_split
-        self.random_flip = random_flip
         if not class_conditional:
             self.num_classes = 0
         elif num_classes is not None:
@@ -180,30 +177,10 @@ class ImageNet64DataModule(ImageFolderDataModule):
 
     name = "imagenet64"
 
-    def __init__(
-        self,
-        root: str = "data",
-        folder: str = "imagenet64",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_size: int = 1024,
-        image_size: int = 64,
-        random_flip: bool = True,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            root=root,
-            folder=folder,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            val_size=val_size,
-            image_size=image_size,
-            channels=3,
-            class_conditional=True,
-            num_classes=1000,
-            random_flip=random_flip,
-            seed=seed,
-        )
+    def __init__(self, folder: str = "imagenet64", image_size: int = 64, **options: Any) -> None:
+        """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""
+        super().__init__(folder=folder, image_size=image_size, channels=3, class_conditional=True, num_classes=1000,
+                         **options)
 
     def _missing_message(self) -> str:
         return (

@@ -4,6 +4,8 @@
 - :mod:`scalelong.eval.domain`: a small classifier trained once per dataset for the CPU-scale ``fid_<name>``.
 - :mod:`scalelong.eval.fid`: Fréchet distance, cached reference statistics, torchmetrics FID/KID.
 - :mod:`scalelong.eval.speedup`: steps to a target value and speed-up over a baseline run.
-- :mod:`scalelong.eval.cli`: ``scalelong-eval``, FID/KID of a checkpoint's samples against its dataset, and
-  the reference statistics the training-time FID callback (:mod:`scalelong.callbacks.fid`) shares.
+- :mod:`scalelong.eval.reference`: the extractor and reference statistics FID compares samples to, KID,
+  and the checks of a sampling setting, shared by ``scalelong-eval`` and the FID callback.
+- :mod:`scalelong.eval.denoise`: the Wiener-filter baseline of denoising quality.
+- :mod:`scalelong.eval.cli`: ``scalelong-eval``, FID/KID of a checkpoint's samples against its dataset.
 """

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from scalelong.errors import ConfigError
@@ -161,27 +160,6 @@ def reference_stats(
     stats.save(path, key)
     log.info("wrote reference statistics %s (%d images, %s)", path, stats.count, extractor_id)
     return stats
-
-
-def fid_metric(extractor: nn.Module, reference: FeatureStats | None = None) -> FrechetInceptionDistance:
-    """torchmetrics FID over ``extractor`` (uint8 images in ``update``).
-
-    With ``reference``, the metric's real-image state is loaded from those statistics and kept across
-    ``reset()``, so only generated images need to be passed (``update(images, real=False)``).
-    """
-    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=reference is None)
-    if reference is not None:
-        if reference.extractor_id != extractor.extractor_id:
-            raise ConfigError(
-                f"reference statistics are of '{reference.extractor_id}', the extractor is "
-                f"'{extractor.extractor_id}'; recompute them with reference_stats"
-            )
-        # torchmetrics keeps Σx, Σxxᵀ and n; Σxxᵀ = (n − 1)Σ + n μμᵀ.
-        n, mu, sigma = reference.count, torch.from_numpy(reference.mu), torch.from_numpy(reference.sigma)
-        metric.real_features_sum = n * mu
-        metric.real_features_cov_sum = (n - 1) * sigma + n * torch.outer(mu, mu)
-        metric.real_features_num_samples = torch.tensor(n)
-    return metric
 
 
 def kid_metric(extractor: nn.Module, subsets: int = 100, subset_size: int = 1000) -> KernelInceptionDistance:
