@@ -51,6 +51,10 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "unet16_msnr": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "trainer.max_steps=1500"],
         "unet16_msnr_cos": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
                             "trainer.max_steps=1500"],
+        "unet16_msnr_cos_cond": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
+                                 "model.num_classes=10", "model.class_dropout=0.1", "trainer.max_steps=1500"],
+        "unet16_msnr_cos_b16": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
+                                "data.batch_size=16", "trainer.max_steps=2300"],
     },
     # Each CPU preset trained to the generating regime (longer runs).
     "presets": {},
@@ -79,19 +83,22 @@ def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
     meta.write_text(json.dumps({"launched": launched, "finished": time.time(), "overrides": overrides}))
 
 
-def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None) -> list[dict]:
+def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None,
+          guidance: float = 1.0) -> list[dict]:
     """FID/KID of every checkpoint of the recipe; rows sorted by step."""
     out = run_dir(study, recipe)
     launched = json.loads((out / "launch.json").read_text())["launched"]
     rows = []
     for ckpt in sorted((out / "checkpoints").glob("step*.ckpt")):
         step = int(re.sub(r"\D", "", ckpt.stem))
-        result = out / "eval" / f"{ckpt.stem}_{samples}.json"
+        suffix = "" if guidance == 1.0 else f"_cfg{guidance:g}"
+        result = out / "eval" / f"{ckpt.stem}_{samples}{suffix}.json"
         if not result.is_file():
             cmd = [str(BIN / "scalelong-eval"), f"ckpt={ckpt}", f"n_samples={samples}", f"out={result}",
                    f"kid_subset_size={samples // 2}"]
             cmd += [f"sampler={sampler}"] if sampler else []
             cmd += [f"steps={steps}"] if steps else []
+            cmd += [f"guidance_scale={guidance}"] if guidance != 1.0 else []
             subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         res = json.loads(result.read_text())
         fid_key = next(k for k in res["metrics"] if k.startswith("fid"))
@@ -146,6 +153,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="samples per FID")
     parser.add_argument("--sampler", default=None, help="override the sampler (default: scalelong-eval's)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale (class-conditional recipes); results get a _cfg<s> suffix")
     parser.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the JSONs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -158,8 +167,10 @@ def main() -> None:
         if args.report_only:
             continue
         train(args.study, name, recipes[name], args.every)
-        rows = score(args.study, name, args.samples, args.sampler, args.steps)
-        (out / f"{name}.json").write_text(json.dumps({"overrides": recipes[name], "rows": rows}, indent=2))
+        rows = score(args.study, name, args.samples, args.sampler, args.steps, args.guidance)
+        overrides = recipes[name] + ([f"(eval) guidance_scale={args.guidance:g}"] if args.guidance != 1.0 else [])
+        name = name if args.guidance == 1.0 else f"{name}_cfg{args.guidance:g}"
+        (out / f"{name}.json").write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2))
         for r in rows:
             log.info("%s step %d wall %.0fs %s %.1f", name, r["step"], r["wall_s"], r["metric"], r["fid"])
     results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
