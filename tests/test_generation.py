@@ -27,7 +27,8 @@ STEPS = 800
 RECIPE = [
     "data=digits", "data.image_size=8", "data.batch_size=32",
     "model=unet_small", "model.img_size=8", "model.ch=16", "model.attn_resolutions=[]", "model.dropout=0.0",
-    "scaler=cs", "optim.lr=2e-3", "optim.betas=[0.9,0.999]", "optim.warmup_steps=50",
+    "scaler=cs", "optim.lr=2e-3", "optim.betas=[0.9,0.999]", "optim.warmup_steps=50", "optim.decay=cosine",
+    "diffusion.loss_weighting=min_snr",
     "callbacks.ema.decay=0.995", f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}",
     f"callbacks.checkpoint.every_n_train_steps={STEPS}", "callbacks.samples.num_samples=16",
 ]
@@ -57,7 +58,7 @@ def test_the_trained_denoiser_beats_the_wiener_filter(digits_run) -> None:
     wiener = WienerDenoiser(train_x)
     # t = T/10 and T/4. At t = T/2 this 800-step run does not beat the filter yet (x0 MSE 0.312 vs 0.263):
     # x̂_0 there multiplies ε̂'s error by (1-ᾱ)/ᾱ ≈ 12, so it needs a longer run than a test can afford.
-    for t in (100, 250):
+    for t in (100, 250, 500):
         mse, x_t = denoising_mse(module.model, module.diffusion, val_x, t, torch.Generator().manual_seed(0))
         linear = float((wiener(x_t, float(module.diffusion.alphas_cumprod[t])) - val_x).pow(2).mean())
         assert mse < linear, f"t={t}: model x0 MSE {mse:.4f} is not below the Wiener filter's {linear:.4f}"
@@ -82,18 +83,21 @@ def test_samples_beat_noise_shuffled_pixels_and_a_single_class_on_domain_fid(dig
     assert fid["model"] < 0.5 * worst_reference, fid
 
 
-# Each sampler at the step count the protocols use; DDIM with 1,000 steps is the reference (the
-# deterministic ODE integrated finely, on exactly the trained timesteps).
-SAMPLER_TOLERANCE = 0.5  # placeholder, set from measurement
-SAMPLER_RUNS = [("ddim", 1000), ("ddpm", 1000), ("euler_maruyama", 1000), ("dpm_solver", 25), ("dpm_solver", 50),
-                ("dpm_solver_fast", 50)]
+# Each sampler at the step counts the protocols use. Deterministic (ODE) samplers are compared with
+# DDIM-1000, the probability-flow ODE integrated finely on exactly the trained timesteps; stochastic
+# (SDE) samplers with DDPM-1000. The two families legitimately differ for an imperfect model (the SDE's
+# noise corrects part of the model's error), so each is held to its own anchor.
+ODE_RUNS = [("ddim", 1000), ("dpm_solver", 25), ("dpm_solver", 50), ("dpm_solver_fast", 50)]
+SDE_RUNS = [("ddpm", 1000), ("euler_maruyama", 1000)]
+SAMPLER_TOLERANCE = 0.35  # relative FID difference allowed within a family (measured spread below)
 
 
 @pytest.mark.slow
 def test_samplers_agree_by_fid_on_a_trained_checkpoint_and_a_wrong_schedule_does_not(digits_run) -> None:
-    """Every sampler draws the same distribution from the same weights: domain FID within
-    SAMPLER_TOLERANCE of DDIM-1000's. The same weights sampled under the cosine schedule they were
-    not trained with (every ᾱ_t wrong) land outside that band."""
+    """From the same weights, every ODE sampler scores within SAMPLER_TOLERANCE of DDIM-1000's domain
+    FID and every SDE sampler within it of DDPM-1000's (the new U-ViT protocol samplers, DPM-Solver
+    fast and Euler–Maruyama, against diffusers' DDIM and DDPM). Sampling the same weights under the
+    cosine schedule they were not trained with (every ᾱ_t wrong) lands outside both bands."""
     module, datamodule, cache = digits_run
     ref = FIDReference.build(datamodule, "domain", "train", cache, domain={"epochs": 5})
     n = 500
@@ -101,13 +105,13 @@ def test_samplers_agree_by_fid_on_a_trained_checkpoint_and_a_wrong_schedule_does
     def fid_of(m, sampler: str, steps: int) -> float:
         return ref.fid(ref.features(draw(m, n, n, seed=1, sampler=sampler, steps=steps)[0]))
 
-    fid = {f"{s}-{k}": fid_of(module, s, k) for s, k in SAMPLER_RUNS}
+    fid = {f"{s}-{k}": fid_of(module, s, k) for s, k in ODE_RUNS + SDE_RUNS}
     print("sampler FIDs:", {k: round(v, 2) for k, v in fid.items()})
-    anchor = fid["ddim-1000"]
-    for name, value in fid.items():
-        assert abs(value - anchor) <= SAMPLER_TOLERANCE * anchor, (name, fid)
+    for runs, anchor in ((ODE_RUNS, fid["ddim-1000"]), (SDE_RUNS, fid["ddpm-1000"])):
+        for s, k in runs:
+            assert abs(fid[f"{s}-{k}"] - anchor) <= SAMPLER_TOLERANCE * anchor, (f"{s}-{k}", fid)
     wrong = copy.deepcopy(module)
     wrong.diffusion = Diffusion(schedule="cosine")
-    bad = fid_of(wrong, "ddim", 1000)
+    bad = fid_of(wrong, "dpm_solver", 25)
     print("cosine-schedule FID:", round(bad, 2))
-    assert abs(bad - anchor) > SAMPLER_TOLERANCE * anchor, (bad, fid)
+    assert bad > (1 + SAMPLER_TOLERANCE) * max(fid["ddim-1000"], fid["ddpm-1000"]), (bad, fid)
