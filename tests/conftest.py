@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,59 @@ def train_run(tmp_path: Path):
         return train(cfg, run_dir), run_dir
 
     return run
+
+
+def fill_filesystem(directory: Path) -> None:
+    """Write a ballast file into ``directory`` until its filesystem reports ENOSPC."""
+    fd = os.open(directory / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while os.write(fd, b"\0" * chunk):
+                    pass
+            except OSError as err:
+                assert err.errno == errno.ENOSPC, err
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """``(directory, mounted)``: a 4 MiB tmpfs at ``tmp_path/disk`` if this process may mount one (as root in
+    the development container and CI), else a plain directory and ``mounted`` False."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                                 capture_output=True, check=False).returncode == 0
+    except OSError:  # no mount command
+        mounted = False
+    yield disk, mounted
+    if mounted:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def full_disk(small_disk, monkeypatch):
+    """``(directory, fill)``: after ``fill()`` writes into ``directory`` fail as on a full disk.
+
+    Where a tmpfs can be mounted, the disk is real: ``fill`` writes a ballast file until the kernel
+    says ENOSPC, and every later write that needs a new page fails in ``write``/``flush``. Elsewhere it
+    is simulated: ``fill`` makes ``os.fsync`` raise ENOSPC, which is where a full disk shows on a
+    filesystem that allocates at write-back (NFS, thin-provisioned volumes).
+    """
+    disk, mounted = small_disk
+
+    def enospc(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fill() -> None:
+        if mounted:
+            fill_filesystem(disk)
+        else:
+            monkeypatch.setattr(os, "fsync", enospc)
+
+    return disk, fill
 
 
 @pytest.fixture(autouse=True)

@@ -196,3 +196,43 @@ def test_sigterm_and_kills_at_random_moments_resume_bit_exact_with_each_metrics_
         rows = list(csv.DictReader(f))
     for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
         assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+
+
+# `scalelong-train` that SIGKILLs itself when Lightning hands the CSV logger the training row of
+# one step: after the step's interval checkpoint was taken, before the row reaches metrics.csv.
+KILLED_AT_A_ROW = """
+import os, signal, sys
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from scalelong.train import main
+
+log_metrics = ExperimentWriter.log_metrics
+
+def log_metrics_or_die(self, metrics, step=None):
+    if step == {step} and "train/loss" in metrics:
+        os.kill(os.getpid(), signal.SIGKILL)
+    log_metrics(self, metrics, step)
+
+ExperimentWriter.log_metrics = log_metrics_or_die
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_after_a_checkpoint_before_its_steps_training_row_loses_no_row(tmp_path):
+    """Step 8's checkpoint is saved in on_train_batch_end, before Lightning logs the step's training
+    row (CSV step 7): a kill in between must not leave a checkpoint that counts a row never written."""
+    script = tmp_path / "killed_at_a_row.py"
+    script.write_text(KILLED_AT_A_ROW.format(step=7))
+    args = [*RESUME_CLI, "run_name=window"]
+    killed = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "outputs" / "runs" / "window"
+    done = scalelong("train", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(run.glob("**/.*.tmp-*"))  # the killed attempt's temporary files are gone
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3))),
+                      ("lr-AdamW/pg1", list(range(16)))):
+        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
