@@ -410,6 +410,6 @@ class RunFiles(L.Callback):
 
     def _stop(self, trainer: L.Trainer) -> None:
         path = self.run_dir / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         raise RunInterrupted(f"stopped by SIGTERM after step {trainer.global_step}; saved {path}. "
                              "Run the same command again to resume")

@@ -6,6 +6,8 @@ import errno
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,20 +79,28 @@ def fill_filesystem(directory: Path) -> None:
         os.close(fd)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """``(directory, mounted)``: a 4 MiB tmpfs at ``tmp_path/disk`` if this process may mount one (as root in
-    the development container and CI), else a plain directory and ``mounted`` False."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
+@contextmanager
+def tmpfs(directory: Path, size: str) -> Iterator[bool]:
+    """Mount a tmpfs of ``size`` (``4m``) at ``directory`` if this process may (as root in the development
+    container and CI) and yield True; else yield False and leave ``directory`` a plain directory."""
+    directory.mkdir(parents=True, exist_ok=True)
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
                                  capture_output=True, check=False).returncode == 0
     except OSError:  # no mount command
         mounted = False
-    yield disk, mounted
-    if mounted:
-        subprocess.run(["umount", str(disk)], check=True)
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(directory)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
+    """``(directory, mounted)``: a 4 MiB tmpfs at ``tmp_path/disk``, or a plain directory (see ``tmpfs``)."""
+    with tmpfs(tmp_path / "disk", "4m") as mounted:
+        yield tmp_path / "disk", mounted
 
 
 @pytest.fixture
