@@ -352,10 +352,11 @@ class RunFiles(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         from scalelong.loggers import ResumableCSVLogger
 
-        # Saved from on_train_batch_end (no validation follows), the step's own training row is
-        # logged by Lightning right after this hook: count it, and hold the checkpoint until then.
-        pending = int(trainer.training and not trainer.validating and trainer._logger_connector.should_update_logs
-                      and not self._row_logged)
+        # Saved from on_train_batch_end (the batch is processed, not yet completed), the step's own
+        # training row is logged by Lightning right after: count it, and hold the checkpoint until then.
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        pending = int(trainer.training and progress.processed > progress.completed
+                      and trainer._logger_connector.should_update_logs and not self._row_logged)
         hold = False
         for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
