@@ -100,10 +100,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     check_geometry(module, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    if stored is not None and CSV_ROWS_KEY in stored:
+    # Rows after the checkpoint come again; without one (a first attempt killed before its first
+    # checkpoint), all of them do.
+    kept_rows = 0 if stored is None else stored.get(CSV_ROWS_KEY)
+    if kept_rows is not None:
         for logger in loggers:
             if isinstance(logger, ResumableCSVLogger) and rank_zero_only.rank == 0:
-                logger.experiment.keep_rows(stored[CSV_ROWS_KEY])  # rows after the checkpoint come again
+                logger.experiment.keep_rows(kept_rows)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
     log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,

@@ -219,11 +219,13 @@ main()
 
 
 @pytest.mark.slow
-def test_a_kill_after_a_checkpoint_before_its_steps_training_row_loses_no_row(tmp_path):
-    """Step 8's checkpoint is saved in on_train_batch_end, before Lightning logs the step's training
-    row (CSV step 7): a kill in between must not leave a checkpoint that counts a row never written."""
+@pytest.mark.parametrize("row", [1, 7])
+def test_a_kill_as_a_training_row_is_logged_loses_no_row_and_repeats_none(tmp_path, row):
+    """Row 1: before the first checkpoint, so the rerun starts over. Row 7: step 8's checkpoint is
+    saved in on_train_batch_end, before Lightning logs the step's training row (CSV step 7); a kill
+    in between must not leave a checkpoint that counts a row never written."""
     script = tmp_path / "killed_at_a_row.py"
-    script.write_text(KILLED_AT_A_ROW.format(step=7))
+    script.write_text(KILLED_AT_A_ROW.format(step=row))
     args = [*RESUME_CLI, "run_name=window"]
     killed = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
                             timeout=600, check=False)
