@@ -20,14 +20,6 @@ class _AppendingWriter(ExperimentWriter):
     """Lightning's writer deletes an existing metrics.csv and rewrites it in place when a new
     column appears; this one keeps the file, appends, and rewrites through a temporary file."""
 
-    save_next_row = False  # set when a checkpoint has counted a row that is not logged yet
-
-    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
-        super().log_metrics(metrics_dict, step)
-        if self.save_next_row:
-            self.save_next_row = False
-            self.save()
-
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:

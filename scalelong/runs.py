@@ -77,7 +77,17 @@ def write_error_message(path: Path, err: OSError) -> str:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O, writing through a temporary file in the checkpoint's own
-    directory (atomic rename, no copy across filesystems) and reading with ``weights_only=True``."""
+    directory (atomic rename, no copy across filesystems) and reading with ``weights_only=True``.
+
+    While ``hold`` is set, a written checkpoint stays a temporary file until ``publish``: ``RunFiles``
+    holds a checkpoint that counts a metrics row Lightning has not logged yet, so that a kill before
+    the row is on disk leaves the previous checkpoint in place rather than one that skips the row.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self._held: dict[Path, Path] = {}  # checkpoint path -> its written temporary file
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         path = Path(path)
@@ -88,13 +98,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if self.hold:
+                self._held[path] = tmp
+            else:
+                os.replace(tmp, path)
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
             tmp.unlink(missing_ok=True)
             if isinstance(err, OSError):
                 raise OutputError(write_error_message(path, err)) from err
             raise OutputError(f"cannot write {path} ({err}); the previous checkpoint is kept. Free space or "
                               "set paths.output_dir to a writable directory with room, then rerun") from err
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def publish(self) -> None:
+        """Rename the held checkpoints into place, in the order they were written."""
+        while self._held:
+            path = next(iter(self._held))
+            os.replace(self._held.pop(path), path)
+
+    def discard(self) -> None:
+        """Delete the held checkpoints (the run goes on from, or resumes at, the previous ones)."""
+        for tmp in self._held.values():
+            tmp.unlink(missing_ok=True)
+        self._held.clear()
+
+    def remove_checkpoint(self, path: _PATH) -> None:
+        held = self._held.pop(Path(path), None)
+        if held is not None:
+            held.unlink(missing_ok=True)
+        super().remove_checkpoint(path)
 
     def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
@@ -288,10 +323,17 @@ class StepCheckpoint(ModelCheckpoint):
 
 
 class RunFiles(L.Callback):
-    """Keeps a run's files consistent with its checkpoints.
+    """Keeps a run's files consistent with its checkpoints, so that a kill at any moment and a rerun
+    give each metrics row exactly once.
 
     - Before a checkpoint is written, the CSV rows logged so far are flushed and their number is
-      stored in it (``CSV_ROWS_KEY``); a run resumed from it keeps exactly those rows.
+      stored in it (``CSV_ROWS_KEY``); a run resumed from it keeps exactly those rows and logs the
+      later ones again.
+    - An interval checkpoint taken at the end of a training step that no validation follows is
+      saved before Lightning logs that step's training row, and counts it: it stays a temporary
+      file (``AtomicCheckpointIO.hold``) until the row is on disk, and is renamed into place when the
+      next step starts or training ends. A kill in between resumes from the previous checkpoint.
+    - Temporary files left by a killed attempt are deleted when the run starts.
     - SIGTERM (scheduler pre-emption, ``kill``): at the end of the current step (after its
       validation, if one is due) the state is saved to ``checkpoints/last.ckpt`` and the run stops
       with ``RunInterrupted``, so the command exits non-zero and the same command resumes.
@@ -300,21 +342,62 @@ class RunFiles(L.Callback):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self._row_logged = False
+        self._held_rows = 0  # rows the held checkpoints count
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:
+            for tmp in [*self.run_dir.glob(".*.tmp-*"), *self.run_dir.glob("*/.*.tmp-*")]:
+                log.info("deleting %s, left by an attempt that was killed while writing it", tmp)
+                tmp.unlink(missing_ok=True)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         from scalelong.loggers import ResumableCSVLogger
 
-        # Saved from on_train_batch_end (no validation follows), the step's own training row is
-        # logged by Lightning right after this hook: count it, and have it written at once.
-        pending = int(trainer.training and not trainer.validating and trainer._logger_connector.should_update_logs
-                      and not self._row_logged)
+        # Saved from on_train_batch_end (the batch is processed, not yet completed), the step's own
+        # training row is logged by Lightning right after: count it, and hold the checkpoint until then.
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        pending = int(trainer.training and progress.processed > progress.completed
+                      and trainer._logger_connector.should_update_logs and not self._row_logged)
+        hold = False
         for logger in trainer.loggers:
             if isinstance(logger, ResumableCSVLogger) and trainer.is_global_zero:
-                writer = logger.experiment
-                checkpoint[CSV_ROWS_KEY] = writer.rows_on_disk() + pending
-                writer.save_next_row = bool(pending)
+                checkpoint[CSV_ROWS_KEY] = logger.experiment.rows_on_disk() + pending
+                if pending:
+                    hold, self._held_rows = True, checkpoint[CSV_ROWS_KEY]
             else:
                 logger.save()
+        if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            trainer.strategy.checkpoint_io.hold = hold
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._publish(trainer)  # the previous step, with its rows, has ended
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._publish(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A held checkpoint is published only if metrics.csv holds every row it counts."""
+        from scalelong.loggers import ResumableCSVLogger
+
+        io = trainer.strategy.checkpoint_io
+        if not isinstance(io, AtomicCheckpointIO) or not io.holding:
+            return
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+        try:
+            complete = all(w.rows_on_disk() >= self._held_rows for w in writers)
+        except OutputError:  # the disk is still full
+            complete = False
+        if complete:
+            io.publish()
+        else:
+            io.discard()
+
+    def _publish(self, trainer: L.Trainer) -> None:
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO) and io.holding:
+            for logger in trainer.loggers:
+                logger.save()
+            io.publish()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.received_sigterm and not validation_follows(trainer):
@@ -329,6 +412,6 @@ class RunFiles(L.Callback):
 
     def _stop(self, trainer: L.Trainer) -> None:
         path = self.run_dir / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         raise RunInterrupted(f"stopped by SIGTERM after step {trainer.global_step}; saved {path}. "
                              "Run the same command again to resume")

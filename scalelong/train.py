@@ -9,7 +9,8 @@ A run directory holds ``.hydra/`` (the composed config), ``train.log``, ``csv/me
 ``checkpoints/`` (``last.ckpt`` and one per interval), ``samples/``, ``summary.json`` and
 ``status.json``. Running the same command again resumes from the newest valid checkpoint
 (``ckpt_path=auto``), or does nothing if the run has finished. In a sweep, a job that fails with a
-user error is recorded in its ``status.json`` and the other jobs still run.
+user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM saves the running
+job and ends the sweep (exit code 143), and the same command fills in the rest.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
-from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.errors import ConfigError, OutputError, ScaleLongError
 from scalelong.kappa_range import resolve_auto_kappa
 from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
 from scalelong.loggers import ResumableCSVLogger
@@ -71,9 +72,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         try:
             return _unwrapped_train(cfg, run_dir)
         except BaseException as err:
-            if not isinstance(err, ConfigError) or "in use by another" not in str(err):
+            try:
                 write_status(run_dir, "interrupted" if isinstance(err, RunInterrupted) else "failed",
                              error=f"{type(err).__name__}: {err}")
+            except OutputError as status_err:  # a full disk: report the error that ended the run
+                log.warning("%s", status_err)
             raise
 
 
@@ -107,10 +110,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     check_geometry(module, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    if stored is not None and CSV_ROWS_KEY in stored:
+    # Rows after the checkpoint come again; without one (a first attempt killed before its first
+    # checkpoint), all of them do.
+    kept_rows = 0 if stored is None else stored.get(CSV_ROWS_KEY)
+    if kept_rows is not None:
         for logger in loggers:
             if isinstance(logger, ResumableCSVLogger) and rank_zero_only.rank == 0:
-                logger.experiment.keep_rows(stored[CSV_ROWS_KEY])  # rows after the checkpoint come again
+                logger.experiment.keep_rows(kept_rows)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
     log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,
@@ -191,11 +197,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return train(cfg, run_dir).get("val/loss")
     except ScaleLongError as err:
         log.error("%s", err)
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
-            return None
-        if isinstance(err, RunInterrupted):
+        if isinstance(err, RunInterrupted):  # pre-emption ends a sweep too; its rerun resumes this job
             print(f"scalelong-train: {err}", file=sys.stderr)
             sys.exit(128 + signal.SIGTERM)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
+            return None
         sys.exit(f"scalelong-train: {err}")
 
 

@@ -8,7 +8,7 @@ startup included, as a user waits for it).
 
     python scripts/fid_curves.py demo                  # the recipes tried for `make demo`
     python scripts/fid_curves.py presets               # each CPU preset's documented recipe
-    python scripts/fid_curves.py demo --only uvit_p4_b32 --report-only
+    python scripts/fid_curves.py demo --only unet16_msnr_cos_cond --guidance 2 --steps 15   # scored with guidance
 
 Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_vs_*.png``);
 runs go to ``outputs/runs/fid_curves-<study>-<recipe>``. A recipe already trained is not retrained
@@ -32,28 +32,42 @@ log = logging.getLogger("fid_curves")
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-# The demo's fixed choices: Fashion-MNIST, linear DDPM schedule, ε-prediction, EMA weights, DPM-Solver++.
-DEMO_BASE = ["experiment=fmnist_demo", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+# The demo recipe as it stood before the screening below (conf/experiment/fmnist_demo.yaml at commit 488c349),
+# spelled out so that the study does not change when the demo does: unconditional UNet ch 16 with cs,
+# batch 32, lr 2e-3, Adam (0.9, 0.999), EMA 0.995, uniform loss weighting, constant lr.
+SCREEN_BASE = ["model=unet_small", "scaler=cs", "data=fashion_mnist", "trainer=cpu", "model.ch=16",
+               "data.batch_size=32", "data.val_size=512", "optim.lr=2e-3", "optim.betas=[0.9,0.999]",
+               "optim.warmup_steps=100", "callbacks.ema.decay=0.995", "trainer.val_check_interval=300",
+               "callbacks.samples.steps=25", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+# The demo's training recipe on any preset: class labels (for guidance), min-SNR, cosine decay, batch 32.
+PRESET_BASE = ["data=fashion_mnist", "data.val_size=512", "data.batch_size=32", "scaler=cs", "model.num_classes=10",
+               "diffusion.loss_weighting=min_snr", "optim.betas=[0.9,0.999]", "optim.warmup_steps=100",
+               "optim.decay=cosine", "callbacks.ema.decay=0.995", "callbacks.samples.steps=15",
+               "callbacks.samples.guidance_scale=2", "trainer.enable_progress_bar=false",
+               "trainer.enable_model_summary=false"]
 
 STUDIES: dict[str, dict[str, list[str]]] = {
     # What was tried for `make demo` (about 5 minutes of training on 2 cores each).
     "demo": {
-        "uvit_p4_b64_old": [*DEMO_BASE, "optim.betas=[0.99,0.999]", "optim.lr=1e-3", "data.batch_size=64",
-                            "callbacks.ema.decay=0.995", "trainer.max_steps=1200"],
-        "uvit_b32_beta09": [*DEMO_BASE, "optim.betas=[0.9,0.999]", "optim.lr=1e-3", "data.batch_size=32",
-                            "callbacks.ema.decay=0.995", "trainer.max_steps=1500"],
-        "unet_b32": [*DEMO_BASE, "model=unet_small", "optim.betas=[0.9,0.999]", "optim.lr=1e-3",
-                     "data.batch_size=32", "callbacks.ema.decay=0.995", "trainer.max_steps=1500"],
-        "unet16_b32_lr2e-3": [*DEMO_BASE, "model=unet_small", "model.ch=16", "optim.betas=[0.9,0.999]",
-                              "optim.lr=2e-3", "data.batch_size=32", "callbacks.ema.decay=0.995",
-                              "trainer.max_steps=1500"],
-        # Screening (one thread each, two runs sharing the cores; wall times not comparable with the above).
-        "unet16_msnr": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "trainer.max_steps=1500"],
-        "unet16_msnr_cos": [*DEMO_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
+        "unet16_b32_lr2e-3": [*SCREEN_BASE, "trainer.max_steps=1500"],
+        # Screening: two runs at a time, one thread each, so their wall times are about twice a quiet run's.
+        "unet16_msnr": [*SCREEN_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "trainer.max_steps=1500"],
+        "unet16_msnr_cos": [*SCREEN_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0", "optim.decay=cosine",
                             "trainer.max_steps=1500"],
+        "unet16_msnr_cos_cond": [*SCREEN_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0",
+                                 "optim.decay=cosine", "model.num_classes=10", "model.class_dropout=0.1",
+                                 "trainer.max_steps=1500"],
+        "unet16_msnr_cos_b16": [*SCREEN_BASE, "diffusion.loss_weighting=min_snr", "model.dropout=0",
+                                "optim.decay=cosine", "data.batch_size=16", "trainer.max_steps=2300"],
     },
-    # Each CPU preset trained to the generating regime (longer runs).
-    "presets": {},
+    # Each CPU preset with the demo's training recipe (class labels, min-SNR, cosine decay, batch 32), scored
+    # with guidance 2 (`--guidance 2 --steps 10`), one seed. Longer runs than the demo.
+    "presets": {
+        "unet_small": ["model=unet_small", *PRESET_BASE, "model.dropout=0", "optim.lr=2e-3", "trainer.max_steps=1600"],
+        "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000"],
+        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=2400"],
+    },
 }
 
 
@@ -79,19 +93,22 @@ def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
     meta.write_text(json.dumps({"launched": launched, "finished": time.time(), "overrides": overrides}))
 
 
-def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None) -> list[dict]:
+def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None,
+          guidance: float = 1.0) -> list[dict]:
     """FID/KID of every checkpoint of the recipe; rows sorted by step."""
     out = run_dir(study, recipe)
     launched = json.loads((out / "launch.json").read_text())["launched"]
     rows = []
     for ckpt in sorted((out / "checkpoints").glob("step*.ckpt")):
         step = int(re.sub(r"\D", "", ckpt.stem))
-        result = out / "eval" / f"{ckpt.stem}_{samples}.json"
+        suffix = "" if guidance == 1.0 else f"_cfg{guidance:g}"
+        result = out / "eval" / f"{ckpt.stem}_{samples}{suffix}.json"
         if not result.is_file():
             cmd = [str(BIN / "scalelong-eval"), f"ckpt={ckpt}", f"n_samples={samples}", f"out={result}",
                    f"kid_subset_size={samples // 2}"]
             cmd += [f"sampler={sampler}"] if sampler else []
             cmd += [f"steps={steps}"] if steps else []
+            cmd += [f"guidance_scale={guidance}"] if guidance != 1.0 else []
             subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         res = json.loads(result.read_text())
         fid_key = next(k for k in res["metrics"] if k.startswith("fid"))
@@ -146,6 +163,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="samples per FID")
     parser.add_argument("--sampler", default=None, help="override the sampler (default: scalelong-eval's)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale (class-conditional recipes); results get a _cfg<s> suffix")
     parser.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the JSONs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -158,8 +177,10 @@ def main() -> None:
         if args.report_only:
             continue
         train(args.study, name, recipes[name], args.every)
-        rows = score(args.study, name, args.samples, args.sampler, args.steps)
-        (out / f"{name}.json").write_text(json.dumps({"overrides": recipes[name], "rows": rows}, indent=2))
+        rows = score(args.study, name, args.samples, args.sampler, args.steps, args.guidance)
+        overrides = recipes[name] + ([f"(eval) guidance_scale={args.guidance:g}"] if args.guidance != 1.0 else [])
+        name = name if args.guidance == 1.0 else f"{name}_cfg{args.guidance:g}"
+        (out / f"{name}.json").write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2))
         for r in rows:
             log.info("%s step %d wall %.0fs %s %.1f", name, r["step"], r["wall_s"], r["metric"], r["fid"])
     results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -194,3 +195,129 @@ def test_sigterm_and_kills_at_random_moments_resume_bit_exact_with_each_metrics_
         rows = list(csv.DictReader(f))
     for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
         assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+
+
+# `scalelong-train` that SIGKILLs itself when Lightning hands the CSV logger the training row of
+# one step: after the step's interval checkpoint was taken, before the row reaches metrics.csv.
+KILLED_AT_A_ROW = """
+import os, signal, sys
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from scalelong.train import main
+
+log_metrics = ExperimentWriter.log_metrics
+
+def log_metrics_or_die(self, metrics, step=None):
+    if step == {step} and "train/loss" in metrics:
+        os.kill(os.getpid(), signal.SIGKILL)
+    log_metrics(self, metrics, step)
+
+ExperimentWriter.log_metrics = log_metrics_or_die
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", [1, 7])
+def test_a_kill_as_a_training_row_is_logged_loses_no_row_and_repeats_none(tmp_path, row):
+    """Row 1: before the first checkpoint, so the rerun starts over. Row 7: step 8's checkpoint is
+    saved in on_train_batch_end, before Lightning logs the step's training row (CSV step 7); a kill
+    in between must not leave a checkpoint that counts a row never written."""
+    script = tmp_path / "killed_at_a_row.py"
+    script.write_text(KILLED_AT_A_ROW.format(step=row))
+    args = [*RESUME_CLI, "run_name=window"]
+    killed = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = tmp_path / "outputs" / "runs" / "window"
+    done = scalelong("train", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(run.glob("**/.*.tmp-*"))  # the killed attempt's temporary files are gone
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3))),
+                      ("lr-AdamW/pg1", list(range(16)))):
+        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_running_run_directory_is_refused_in_one_line_and_the_first_finishes_intact(tmp_path):
+    """Two identical commands at once: the second meets the first's flock on <run dir>/.lock."""
+    run = tmp_path / "outputs" / "runs" / "shared"
+    args = [*RESUME_CLI, "run_name=shared"]
+    first = start_train(args, tmp_path)
+    wait_for(run / "checkpoints" / "step0000002.ckpt", first)
+    first.send_signal(signal.SIGSTOP)  # still holding the lock, whatever the load on the machine
+    try:
+        second = scalelong("train", args, tmp_path)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"scalelong-train: run directory {run} is in use by another scalelong-train (pid {first.pid}); "
+        "wait for it to finish, or give this run another name with run_name=NAME")
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    assert json.loads((run / "status.json").read_text()) == {"status": "completed", "step": 16}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last.ckpt", *(f"step{s:07d}.ckpt" for s in range(2, 17, 2))]
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
+        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_saves_the_running_job_stops_the_sweep_non_zero_and_a_rerun_completes_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1", *RESUME_CLI, f"hydra.sweep.dir={sweep}"]
+    proc = start_train(args, tmp_path)
+    end = time.monotonic() + 300
+    while not list(sweep.glob("*/checkpoints/step0000002.ckpt")):  # job 0 (the names are hashed: too long)
+        assert proc.poll() is None and time.monotonic() < end, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("scalelong-train: stopped by SIGTERM ")
+    (job0,) = (p for p in sweep.iterdir() if p.is_dir())  # pre-empted: the next job does not start
+    assert json.loads((job0 / "status.json").read_text())["status"] == "interrupted"
+
+    again = scalelong("train", args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        assert json.loads((job / "status.json").read_text()) == {"status": "completed", "step": 16}, job
+    assert len([p for p in sweep.iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.slow
+def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_rows_and_resumes_when_freed(tmp_path):
+    """A real full disk: the run writes into a 32 MiB tmpfs that holds about six of its checkpoints.
+    Skipped where this process may not mount one (tests/test_runs.py covers the writes there)."""
+    from conftest import tmpfs
+
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "32m") as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs needs root")
+        run = disk / "outputs" / "runs" / "full"
+        args = [*RESUME_CLI, "run_name=full", f"paths.output_dir={disk / 'outputs'}"]
+        full = scalelong("train", args, tmp_path)
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+        message = full.stderr.strip().splitlines()[-1]
+        written = rf"{re.escape(str(run))}/checkpoints/(step\d{{7}}|last)\.ckpt"
+        assert re.fullmatch(rf"scalelong-train: cannot write {written}: the disk is full; the previous version of "
+                            r"the file is kept\. Free space .*", message), message
+        steps = [torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")]
+        assert steps and min(steps) == 2 and not list(run.glob("**/.*.tmp-*"))  # every checkpoint is whole
+        with open(run / "csv" / "metrics.csv") as f:
+            logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+        assert logged == sorted(set(logged)) and set(range(max(steps))) <= set(logged)
+
+        subprocess.run(["mount", "-o", "remount,size=128m", str(disk)], check=True)  # space freed
+        done = scalelong("train", args, tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
+        with open(run / "csv" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
+            assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key

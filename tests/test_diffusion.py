@@ -403,3 +403,21 @@ def test_min_snr_weights_follow_hang_et_al_and_uniform_is_ones():
         Diffusion(loss_weighting="snr")
     with pytest.raises(ConfigError, match="min_snr_gamma must be > 0"):
         Diffusion(loss_weighting="min_snr", min_snr_gamma=0)
+
+
+def test_clipped_eps_is_the_eps_of_the_clipped_x0_and_leaves_in_range_predictions_alone():
+    d = Diffusion()
+    g = seeded(0)
+    x0 = torch.rand((4, 1, 4, 4), generator=g) * 1.8 - 0.9  # inside [-1, 1]
+    eps = torch.randn(x0.shape, generator=g)
+    for t in (0, 300, 999):
+        x_t = d.q_sample(x0, torch.full((4,), t), eps)
+        assert torch.allclose(d.clipped_eps(x_t, t, eps), eps, atol=1e-3 if t == 0 else 1e-4)
+        wild = eps + 0.5 * torch.randn(x0.shape, generator=g)  # a poor ε̂: its x̂_0 leaves [-1, 1]
+        ab = d.alphas_cumprod[t].float()
+        x0_hat = (x_t - (1 - ab).sqrt() * wild) / ab.sqrt()
+        fixed = d.clipped_eps(x_t, t, wild)
+        x0_fixed = (x_t - (1 - ab).sqrt() * fixed) / ab.sqrt()
+        assert torch.allclose(x0_fixed, x0_hat.clamp(-1, 1), atol=1e-3), t
+        if t > 0:
+            assert (x0_hat.abs() > 1).any()

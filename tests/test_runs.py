@@ -3,7 +3,6 @@ safety (weights_only loading and the _target_ allow-list), sweep directories and
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from pathlib import Path
@@ -98,48 +97,63 @@ def test_a_second_process_on_the_same_run_directory_gets_a_clear_error(tmp_path)
         pass
 
 
-def full_disk(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def test_a_full_disk_keeps_the_previous_file_and_names_the_path(tmp_path, monkeypatch):
-    target = tmp_path / "summary.json"
+def test_a_full_disk_keeps_the_previous_file_and_names_the_path(full_disk):
+    disk, fill = full_disk
+    target = disk / "summary.json"
     write_atomic(target, "old")
-    monkeypatch.setattr(os, "fsync", full_disk)
+    fill()
     with pytest.raises(OutputError, match=f"cannot write {target}: the disk is full; the previous version"):
-        write_atomic(target, "new" * 1000)
+        write_atomic(target, "new" * 10_000)
     assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+    assert sorted(p.name for p in disk.iterdir()) in (["ballast", "summary.json"], ["summary.json"])  # no temporary
 
 
-def test_a_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "last.ckpt"
+def test_a_checkpoint_write_on_a_full_disk_keeps_the_previous_checkpoint(full_disk):
+    disk, fill = full_disk
+    path = disk / "last.ckpt"
     io = AtomicCheckpointIO()
-    io.save_checkpoint({"global_step": 1, "state_dict": {}}, path)
+    io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(1000)}}, path)
     before = path.read_bytes()
-    monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OutputError, match="cannot write .*last.ckpt: the disk is full"):
-        io.save_checkpoint({"global_step": 2, "state_dict": {"w": torch.zeros(1000)}}, path)
-    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+    fill()
+    with pytest.raises(OutputError, match=f"cannot write {path}: the disk is full; the previous version"):
+        io.save_checkpoint({"global_step": 2, "state_dict": {"w": torch.zeros(100_000)}}, path)
+    assert path.read_bytes() == before and not list(disk.glob(".*"))
 
 
-def test_a_metrics_append_on_a_full_disk_keeps_every_previous_row(tmp_path, monkeypatch):
+def test_a_held_checkpoint_replaces_the_previous_one_only_when_published(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 6}, path)
+    io.hold = True  # RunFiles: the checkpoint counts a metrics row that is not on disk yet
+    io.save_checkpoint({"global_step": 8}, path)
+    io.save_checkpoint({"global_step": 8}, tmp_path / "step0000008.ckpt")
+    assert torch.load(path)["global_step"] == 6 and not (tmp_path / "step0000008.ckpt").exists()
+    io.publish()
+    assert torch.load(path)["global_step"] == 8 and (tmp_path / "step0000008.ckpt").exists()
+    io.save_checkpoint({"global_step": 10}, path)
+    io.discard()  # the row never came (a full disk): the run resumes at step 8
+    assert torch.load(path)["global_step"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step0000008.ckpt"]
+
+
+def test_a_metrics_append_on_a_full_disk_keeps_every_previous_row(full_disk):
     from scalelong.loggers import ResumableCSVLogger
 
-    logger = ResumableCSVLogger(tmp_path, name="csv", version="")
+    disk, fill = full_disk
+    logger = ResumableCSVLogger(disk, name="csv", version="")
     logger.log_metrics({"train/loss": 1.0}, step=0)
     logger.save()
-    metrics = tmp_path / "csv" / "metrics.csv"
+    metrics = disk / "csv" / "metrics.csv"
     before = metrics.read_text()
-    logger.log_metrics({"train/loss": 0.5}, step=1)
-    monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OutputError, match="metrics.csv: the disk is full"):
+    fill()
+    logger.experiment.metrics = [{"train/loss": 0.5, "step": s} for s in range(1, 1000)]  # more than a page
+    with pytest.raises(OutputError, match=f"cannot write {metrics}: the disk is full"):
         logger.save()
     assert metrics.read_text() == before
     logger.experiment.metrics = [{"train/loss": 0.5, "val/loss": 0.4, "step": 1}]  # a new column: a rewrite
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match=f"cannot write {metrics}: the disk is full"):
         logger.save()
-    assert metrics.read_text() == before
+    assert metrics.read_text() == before and not list(metrics.parent.glob(".*"))
 
 
 class RunsCode:

@@ -6,6 +6,12 @@ the role Inception's pool3 features play in the standard FID. The trained networ
 it was trained on, so every run of a project measures with the same network. Metrics computed from it
 are named ``fid_<name>`` (e.g. ``fid_fashion_mnist``), never plain ``fid``.
 
+The package ships the Fashion-MNIST classifier (``scalelong/eval/extractors/domain_fashion_mnist.pt``,
+trained by this module with its defaults: 3 epochs, width 16, 128 features; test accuracy 0.911;
+extractor id ``domain-fashion_mnist/7fea841c-688fa0ca``). It is used when the cache has none and the
+data hash matches, so every machine reports ``fid_fashion_mnist`` with the same network, and the
+quickstart does not spend a minute and a half training it.
+
 Images for training are float tensors N×C×H×W in [-1, 1] (the diffusion models' range) with integer
 labels; the feature extractor itself, like :class:`scalelong.eval.inception.InceptionFeatures`, takes
 uint8 images (see :func:`scalelong.eval.fid.to_uint8`).
@@ -24,6 +30,8 @@ from torch import Tensor, nn
 from scalelong.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "extractors"  # classifiers that ship with the package
 
 
 class DomainClassifier(nn.Module):
@@ -189,6 +197,13 @@ def domain_features(
     """
     path = Path(cache_dir) / f"domain_{name}.pt"
     data_id = data_hash(*train) if train is not None else None
+    shipped = SHIPPED_DIR / f"domain_{name}.pt"
+    if not path.exists() and shipped.exists():
+        ckpt = torch.load(shipped, map_location="cpu", weights_only=True)
+        if data_id is None or ckpt["data_id"] == data_id:
+            path = shipped
+        else:
+            log.info("the shipped domain classifier %s was trained on other data; training one", shipped)
     if path.exists():
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if data_id is None or ckpt["data_id"] == data_id:
