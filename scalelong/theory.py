@@ -77,30 +77,32 @@ def sample_uniform_xt(
     return x_t.float(), eps.float()
 
 
-def mlp_unets(
-    scalers: Sequence[Scaler],
-    width: int = 512,
-    num_skips: int = 6,
-    layers: int = 2,
-    block_gain: float = 2.0,
-    seed: int = 0,
-) -> list[MLPUNet]:
-    """One MLP-UNet of Eq. (3) per scaler, all with the same weights (a seeded Kaiming draw).
+@dataclass(frozen=True)
+class ToyNets:
+    """The MLP-UNets of Eq. (3) that a check compares: one per scaler, all with the same weights.
 
     ``block_gain`` γ sets the variance of each block's last matrix to γ/m, the expected factor by
     which a block multiplies ‖·‖²: 2 is Kaiming N(0, 2/m) on every matrix (SPEC, the paper's
-    assumption); 1 makes every block norm-preserving in expectation. The global RNG is restored.
+    assumption); 1 makes every block norm-preserving in expectation.
     """
-    nets = []
-    with torch.random.fork_rng(), torch.no_grad():
-        for scaler in scalers:
-            torch.manual_seed(seed)  # the blocks are drawn before the skip scales: same weights
-            net = MLPUNet(width, num_skips, layers, scaler).eval()
-            if block_gain != 2.0:
-                for block in [*net.a, *net.b, net.mid]:
-                    block[-1].weight.mul_(math.sqrt(block_gain / 2.0))
-            nets.append(net)
-    return nets
+
+    width: int = 512
+    num_skips: int = 6
+    layers: int = 2
+    block_gain: float = 2.0
+
+    def build(self, scalers: Sequence[Scaler], seed: int = 0) -> list[MLPUNet]:
+        """One net per scaler from the same seeded Kaiming draw; the global RNG is restored."""
+        nets = []
+        with torch.random.fork_rng(), torch.no_grad():
+            for scaler in scalers:
+                torch.manual_seed(seed)  # the blocks are drawn before the skip scales: same weights
+                net = MLPUNet(self.width, self.num_skips, self.layers, scaler).eval()
+                if self.block_gain != 2.0:
+                    for block in [*net.a, *net.b, net.mid]:
+                        block[-1].weight.mul_(math.sqrt(self.block_gain / 2.0))
+                nets.append(net)
+        return nets
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,13 +219,10 @@ def fit_theorem_3_1(rows: Sequence[FeatureRow]) -> tuple[float, float, float]:
 
 def theorem_3_1(
     diffusion: Diffusion | None = None,
-    width: int = 512,
-    num_skips: int = 6,
-    layers: int = 2,
+    toy: ToyNets = ToyNets(),
     scalers: Sequence[Scaler] = THEOREM_3_1_SCALERS,
     num_samples: int = 64,
     num_inits: int = 4,
-    block_gain: float = 2.0,
     seed: int = 0,
 ) -> Theorem31Result:
     """Theorem 3.1: ‖h_i‖² ≈ c1·‖x_t‖²·Σ_{j=i+1..N} κ_j² + c2 at Kaiming initialisation.
@@ -237,11 +236,11 @@ def theorem_3_1(
     """
     diffusion = diffusion if diffusion is not None else Diffusion()
     generator = torch.Generator().manual_seed(seed)
-    x_t, _ = sample_uniform_xt(diffusion, num_samples, width, generator)
+    x_t, _ = sample_uniform_xt(diffusion, num_samples, toy.width, generator)
     input_energy = float(x_t.pow(2).mean())
-    totals = [[0.0] * (num_skips + 1) for _ in scalers]
+    totals = [[0.0] * (toy.num_skips + 1) for _ in scalers]
     for k in range(num_inits):
-        nets = mlp_unets(scalers, width, num_skips, layers, block_gain, seed + k)
+        nets = toy.build(scalers, seed + k)
         for total, net in zip(totals, nets):
             for level, energy in hidden_feature_energies(net, x_t).items():
                 total[level] += energy / num_inits
@@ -256,7 +255,7 @@ def theorem_3_1(
                     energy=energy,
                     input_energy=input_energy,
                     kappa_sum=sum(k**2 for k in kappas[level:]),
-                    depth_prediction=depth_aware_energy(kappas, level, input_energy, block_gain),
+                    depth_prediction=depth_aware_energy(kappas, level, input_energy, toy.block_gain),
                 )
             )
     c1, c2, r2 = fit_theorem_3_1(rows)
@@ -295,12 +294,9 @@ class Theorem33Result:
 
 def theorem_3_3(
     diffusion: Diffusion | None = None,
-    width: int = 512,
-    num_skips: int = 6,
-    layers: int = 2,
+    toy: ToyNets = ToyNets(block_gain=1.0),
     scalers: Sequence[Scaler] = THEOREM_3_1_SCALERS,
     num_samples: int = 8,
-    block_gain: float = 1.0,
     seed: int = 0,
 ) -> Theorem33Result:
     """Theorem 3.3: ‖∇_{W_p^q} ℓ_s‖² ≲ O(ℓ_s·‖x_t‖²·Σ_{j=i..N} κ_j² + c3) for q ∈ {a_i, b_i}.
@@ -309,23 +305,23 @@ def theorem_3_3(
     sample, so gradients are taken sample by sample (a batch-mean gradient would add cancellation
     between samples that differs from level to level). The gradient of level i sums the squared
     gradients of every matrix of a_i and b_i; ``grad_per_loss`` averages ‖∇ℓ_s‖²/ℓ_s over samples.
-    Default ``block_gain=1`` (norm-preserving blocks), where Thm 3.1's form holds; with the
+    Default ``toy.block_gain=1`` (norm-preserving blocks), where Thm 3.1's form holds; with the
     Kaiming gain 2 the depth factors of Thm 3.1 appear again.
     """
     diffusion = diffusion if diffusion is not None else Diffusion()
     generator = torch.Generator().manual_seed(seed)
-    x_t, eps = sample_uniform_xt(diffusion, num_samples, width, generator)
+    x_t, eps = sample_uniform_xt(diffusion, num_samples, toy.width, generator)
     input_energy = float(x_t.pow(2).mean())
     rows = []
-    for scaler, net in zip(scalers, mlp_unets(scalers, width, num_skips, layers, block_gain, seed)):
-        per_loss = torch.zeros(num_skips, dtype=torch.float64)
+    for scaler, net in zip(scalers, toy.build(scalers, seed)):
+        per_loss = torch.zeros(toy.num_skips, dtype=torch.float64)
         losses = []
         for s in range(num_samples):
             net.zero_grad(set_to_none=True)
             loss = (net(x_t[s : s + 1]) - eps[s : s + 1]).pow(2).mean()
             loss.backward()
             losses.append(float(loss.detach()))
-            for i in range(1, num_skips + 1):
+            for i in range(1, toy.num_skips + 1):
                 params = [*net.a[i - 1].parameters(), *net.b[i - 1].parameters()]
                 per_loss[i - 1] += float(sum(p.grad.pow(2).sum() for p in params)) / losses[-1]
         kappas = net.kappas()
@@ -337,7 +333,7 @@ def theorem_3_3(
                 loss=sum(losses) / num_samples,
                 kappa_sum=sum(k**2 for k in kappas[i - 1 :]),
             )
-            for i in range(1, num_skips + 1)
+            for i in range(1, toy.num_skips + 1)
         ]
     y = torch.tensor([r.grad_per_loss for r in rows], dtype=torch.float64)
     design = torch.tensor([[input_energy * r.kappa_sum, 1.0] for r in rows], dtype=torch.float64)
@@ -376,14 +372,11 @@ class Theorem34Result:
 
 def theorem_3_4(
     diffusion: Diffusion | None = None,
-    width: int = 256,
-    num_skips: int = 6,
-    layers: int = 2,
+    toy: ToyNets = ToyNets(width=256),
     scalers: Sequence[Scaler] = THEOREM_3_4_SCALERS,
     sigmas: Sequence[float] = (1e-3, 1e-2, 1e-1),
     num_samples: int = 128,
     num_probes: int = 4,
-    block_gain: float = 2.0,
     seed: int = 0,
 ) -> Theorem34Result:
     """Theorem 3.4: ‖UNet(x_t + δ) − UNet(x_t)‖ ≤ ‖δ‖·[Σ_i κ_i M0^i + c0].
@@ -394,8 +387,8 @@ def theorem_3_4(
     """
     diffusion = diffusion if diffusion is not None else Diffusion()
     generator = torch.Generator().manual_seed(seed)
-    x_t, _ = sample_uniform_xt(diffusion, num_samples, width, generator)
-    nets = mlp_unets(scalers, width, num_skips, layers, block_gain, seed)
+    x_t, _ = sample_uniform_xt(diffusion, num_samples, toy.width, generator)
+    nets = toy.build(scalers, seed)
     sensitivity = {
         scaler_label(scaler): {
             s: input_sensitivity(net, x_t, s, torch.Generator().manual_seed(seed + 1)) for s in sigmas

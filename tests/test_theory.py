@@ -8,10 +8,10 @@ from scalelong.diffusion import Diffusion
 from scalelong.jacobian import spectral_norm_jacobian
 from scalelong.scalers import ConstantScaling, NoScaling, UniformScaling
 from scalelong.theory import (
+    ToyNets,
     depth_aware_energy,
     hidden_feature_energies,
     lemma_3_2,
-    mlp_unets,
     theorem_3_1,
     theorem_3_3,
     theorem_3_4,
@@ -42,7 +42,7 @@ def test_lemma_3_2_ddpm_mean_alpha_bar_is_the_papers():
 
 
 def test_feature_energies_read_every_level_and_leave_no_hooks():
-    net = mlp_unets([ConstantScaling(0.5)], width=32, num_skips=3)[0]
+    net = ToyNets(width=32, num_skips=3).build([ConstantScaling(0.5)])[0]
     energies = hidden_feature_energies(net, torch.randn(4, 32, generator=seeded(0)))
     assert list(energies) == [0, 1, 2, 3]
     with torch.no_grad():
@@ -51,9 +51,9 @@ def test_feature_energies_read_every_level_and_leave_no_hooks():
     assert all(len(m._forward_hooks) == 0 for m in modules)
 
 
-def test_mlp_unets_share_weights_and_keep_the_global_rng():
+def test_toy_nets_share_weights_and_keep_the_global_rng():
     state = torch.random.get_rng_state()
-    a, b = mlp_unets([NoScaling(), ConstantScaling(0.5)], width=16, num_skips=2, seed=3)
+    a, b = ToyNets(width=16, num_skips=2).build([NoScaling(), ConstantScaling(0.5)], seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert b.kappas() == [1.0, 0.5]
@@ -72,7 +72,7 @@ def test_depth_aware_energy_solves_the_recursion():
 
 
 def test_theorem_3_1_fits_with_norm_preserving_blocks():
-    result = theorem_3_1(block_gain=1.0)
+    result = theorem_3_1(toy=ToyNets(block_gain=1.0))
     input_energy = result.rows[0].input_energy
     assert result.r2 > 0.98  # measured 0.997
     assert 0.7 < result.c1 < 1.3  # measured 1.03; the recursion predicts 1
@@ -118,7 +118,7 @@ def test_theorem_3_4_cs_is_less_sensitive_than_none():
 
 def test_m0_of_a_linear_mlp_block_pair_is_its_matrix_norm():
     # With one layer per block, b_i∘a_i is the linear map W_b W_a.
-    net = mlp_unets([UniformScaling()], width=24, num_skips=2, layers=1)[0]
+    net = ToyNets(width=24, num_skips=2, layers=1).build([UniformScaling()])[0]
     x = torch.randn(2, 24, generator=seeded(0))
     product = net.b[0][0].weight @ net.a[0][0].weight
     estimate = spectral_norm_jacobian(lambda z: net.b[0](net.a[0](z)), x, iters=500, per_sample=True)

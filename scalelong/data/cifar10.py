@@ -54,10 +54,7 @@ class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: 50,000 training and 10,000 test images; validation is a fixed subset of the test split."""
 
     name = "cifar10"
-
-    image_size = 32
-    channels = 3
-    num_classes = 10
+    image_size, channels, num_classes = 32, 3, 10
 
     def __init__(self, random_flip: bool = True, download: bool = False, **options: Any) -> None:
         """``options``: the other options of :class:`~scalelong.data.base.ImageDataModule`."""

@@ -71,10 +71,7 @@ class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST: 60,000 training and 10,000 test images; validation is a fixed subset of the test split."""
 
     name = "fashion_mnist"
-
-    image_size = 28
-    channels = 1
-    num_classes = 10
+    image_size, channels, num_classes = 28, 1, 10
 
     def __init__(self, download: bool = True, debian_dir: str = DEBIAN_DIR, **options: Any) -> None:
         """``options``: those of :class:`~scalelong.data.base.ImageDataModule` (no random flips by default)."""

@@ -42,12 +42,7 @@ class DomainClassifier(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int = 1,
-        image_size: int = 28,
-        num_classes: int = 10,
-        width: int = 16,
-        feature_dim: int = 128,
+        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 16, feature_dim: int = 128
     ) -> None:
         super().__init__()
         self.config = dict(
