@@ -8,16 +8,28 @@ The best estimate that is linear in x_t, given the data mean μ and covariance �
 
     x̂_0 = μ + √ᾱ Σ (ᾱ Σ + (1-ᾱ) I)⁻¹ (x_t - √ᾱ μ),
 
-which a denoiser must beat to be using more than second-order statistics of the data. At high t the
-filter is hard to beat in a short run: x̂_0 multiplies the error of ε̂ by (1-ᾱ_t)/ᾱ_t (≈ 12 at t = T/2
-of the linear schedule), so a digits model that already generates beats it at t = T/4, not yet at T/2
-(``tests/test_generation.py``).
+which a denoiser must beat to be using more than second-order statistics of the data. How much there
+is to gain over it depends on the data and on t; :class:`ClassGaussianDenoiser`, the exact posterior
+mean when each class is a Gaussian, is a nonlinear estimate that shows it without training anything.
+Measured on the validation images with the linear schedule (``tests/test_generation.py``):
+
+* 8×8 digits: at t = T/4 the class mixture's x_0 MSE is 0.109 against the filter's 0.146, at t = T/2
+  0.2634 against 0.2654 (0.8%): at T/2 the digits are almost Gaussian to a denoiser, so no model can
+  show that it beats the filter there.
+* Fashion-MNIST: at t = T/2 the mixture gets 0.125 against the filter's 0.164, and a 1,000-step conv
+  UNet (ch 16) 0.155.
+
+At high t the filter is hard to beat in a short run: x̂_0 multiplies the error of ε̂ by (1-ᾱ_t)/ᾱ_t
+(≈ 12 at t = T/2 of the linear schedule).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+from torch.distributions import MultivariateNormal
 
 from scalelong.diffusion import Diffusion, EpsModel
 
@@ -38,6 +50,34 @@ class WienerDenoiser:
         gain = a * self.cov @ torch.linalg.inv(alpha_bar * self.cov + (1 - alpha_bar) * identity)
         flat = x_t.flatten(1).double() - a * self.mean  # (B, D)
         return (self.mean + flat @ gain.T).view_as(x_t).to(x_t.dtype)
+
+
+class ClassGaussianDenoiser:
+    """The posterior mean E[x_0 | x_t] when x_0 is drawn from a mixture of one Gaussian per class.
+
+    Fitted to ``data`` (N×C×H×W) and its integer ``labels``: the class weights, means and covariances
+    (plus ``ridge``·I, so that a class with fewer images than pixels stays invertible). The estimate is
+    the responsibility-weighted sum of each class's Wiener filter; with one class it is the filter.
+    """
+
+    def __init__(self, data: Tensor, labels: Tensor, ridge: float = 1e-4) -> None:
+        flat = data.flatten(1).double()
+        eye = torch.eye(flat.shape[1], dtype=torch.float64)
+        members = [flat[labels == c] for c in labels.unique().tolist()]
+        self.classes = [(len(x) / len(flat), x.mean(0), torch.cov(x.T) + ridge * eye) for x in members]
+
+    def __call__(self, x_t: Tensor, alpha_bar: float) -> Tensor:
+        a = alpha_bar**0.5
+        flat = x_t.flatten(1).double()
+        eye = torch.eye(flat.shape[1], dtype=torch.float64)
+        log_weights, means = [], []
+        for weight, mean, cov in self.classes:
+            marginal = alpha_bar * cov + (1 - alpha_bar) * eye  # covariance of x_t given the class
+            log_weights.append(math.log(weight) + MultivariateNormal(a * mean, marginal).log_prob(flat))
+            means.append(mean + (flat - a * mean) @ torch.linalg.solve(marginal, a * cov).T)
+        responsibility = torch.softmax(torch.stack(log_weights, 1), 1)  # (B, K)
+        estimate = (responsibility.unsqueeze(-1) * torch.stack(means, 1)).sum(1)
+        return estimate.view_as(x_t).to(x_t.dtype)
 
 
 @torch.no_grad()
