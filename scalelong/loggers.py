@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from scalelong.atomic import write_atomic, write_error_message
 from scalelong.errors import OutputError
-from scalelong.runs import write_atomic, write_error_message
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -8,7 +8,6 @@ why), which ``scalelong-aggregate`` reports for every job of a sweep.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -30,7 +29,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.atomic import write_atomic, write_error_message
 from scalelong.errors import CheckpointError, ConfigError, OutputError, ScaleLongError
+from scalelong.lit import read_checkpoint
+from scalelong.loggers import ResumableCSVLogger
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +52,6 @@ RESULT_KEYS = ("model", "scaler", "data", "diffusion", "optim", "seed", "trainer
                "callbacks.ema")
 # ... except these, which say where or how fast data is read.
 _NOT_RESULT_KEYS = ("data.root", "data.num_workers")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` through a temporary file in its directory and ``os.replace``: a reader (or a
-    crash, a kill, a full disk) sees the old file or the new one, never a part."""
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(write_error_message(path, err)) from err
-
-
-def write_error_message(path: Path, err: OSError) -> str:
-    what = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or type(err).__name__)
-    return (f"cannot write {path}: {what}; the previous version of the file is kept. "
-            "Free space or set paths.output_dir to a writable directory with room, then rerun the command")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -133,8 +112,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
-        from scalelong.lit import read_checkpoint
-
         return read_checkpoint(path, map_location or "cpu")
 
 
@@ -192,8 +169,6 @@ def checkpoints_newest_first(run_dir: Path) -> list[tuple[Path, int]]:
 def newest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The readable checkpoint of the run with the highest step, and its contents; unreadable newer
     ones are skipped with a warning (and kept for inspection)."""
-    from scalelong.lit import read_checkpoint
-
     for path, _ in checkpoints_newest_first(run_dir):
         try:
             return path, read_checkpoint(path)
@@ -351,8 +326,6 @@ class RunFiles(L.Callback):
                 tmp.unlink(missing_ok=True)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        from scalelong.loggers import ResumableCSVLogger
-
         # Saved from on_train_batch_end (the batch is processed, not yet completed), the step's own
         # training row is logged by Lightning right after: count it, and hold the checkpoint until then.
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
@@ -377,8 +350,6 @@ class RunFiles(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """A held checkpoint is published only if metrics.csv holds every row it counts."""
-        from scalelong.loggers import ResumableCSVLogger
-
         io = trainer.strategy.checkpoint_io
         if not isinstance(io, AtomicCheckpointIO) or not io.holding:
             return

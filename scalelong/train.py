@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, OutputError, ScaleLongError
 from scalelong.kappa_range import resolve_auto_kappa
@@ -48,7 +49,6 @@ from scalelong.runs import (
     archive_run,
     config_differences,
     newest_valid_checkpoint,
-    write_atomic,
     write_status,
 )
 

@@ -87,8 +87,8 @@ FASHION_RECIPE = [
 def test_a_short_fashion_mnist_run_beats_the_wiener_filter_at_half_the_chain(tmp_path: Path) -> None:
     """t = T/2 (ᾱ = 0.078): 1,000 steps of an unconditional conv UNet (ch 16) on Fashion-MNIST recover x_0
     better than the best linear estimate. Measured (two runs): model 0.155 and 0.157, Wiener filter 0.164, and
-    the class-Gaussian posterior mean 0.125, which shows how much a nonlinear denoiser can gain here (800 steps of a ch-32
-    UNet, 0.166, did not yet)."""
+    the class-Gaussian posterior mean 0.125, which shows how much a nonlinear denoiser can gain here (800
+    steps of a ch-32 UNet, 0.166, did not yet)."""
     cfg, run_dir = run_config(tmp_path, FASHION_RECIPE)
     train(cfg, run_dir)
     module = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")

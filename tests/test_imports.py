@@ -65,3 +65,32 @@ def test_the_import_check_sees_every_form_of_import() -> None:
              "def f():\n    from ..dashboard import main\n"
     assert {"scalelong.train", "scalelong.kappa", "scalelong.eval.cli", "scalelong.dashboard.main"} \
         <= imported_modules(source, "scalelong.eval")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package's modules it imports (at any depth: a function-level import counts too)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        graph[name] = {m for m in imported_modules(path.read_text(), package) if m in modules} - {name}
+    return graph
+
+
+def test_the_modules_import_each_other_without_a_cycle() -> None:
+    """A cycle hidden behind a function-level import still makes two modules one: none is allowed."""
+    graph, done, cycles = import_graph(), set(), []
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycles.append(path[path.index(name):] + [name])
+            return
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert cycles == []

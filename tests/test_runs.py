@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from scalelong.atomic import write_atomic
 from scalelong.config import compose, run_dir_name, run_name
 from scalelong.errors import CheckpointError, ConfigError, OutputError
 from scalelong.lit import CONFIG_KEY, load_checkpoint, read_checkpoint
-from scalelong.runs import (
-    AtomicCheckpointIO,
-    OutputDirCheck,
-    RunLock,
-    config_differences,
-    newest_valid_checkpoint,
-    write_atomic,
-)
+from scalelong.runs import AtomicCheckpointIO, OutputDirCheck, RunLock, config_differences, newest_valid_checkpoint
 
 CONFIG = {"model": {"_target_": "scalelong.models.UNet", "ch": 16},
           "scaler": {"_target_": "scalelong.scalers.NoScaling"},
