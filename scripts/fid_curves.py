@@ -1,16 +1,17 @@
 """FID against training steps and wall time, for named recipes (issue "Trained models must generate").
 
 Each recipe is a list of ``scalelong-train`` overrides. The script trains it once with a checkpoint
-every ``--every`` steps, then scores every checkpoint with ``scalelong-eval`` (EMA weights, domain FID
-on ``--samples`` images, the recipe's sampler), and writes one JSON per recipe plus a Markdown table
-and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
+every ``--every`` steps (unless the recipe sets the interval), then scores every checkpoint with
+``scalelong-eval`` (EMA weights, domain FID on ``--samples`` images, the recipe's sampler; the grid of
+the first 64 samples is kept), and writes one JSON per recipe, the best checkpoint's sample grid, a Markdown
+table and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
 startup included, as a user waits for it).
 
     python scripts/fid_curves.py demo                  # the recipes tried for `make demo`
-    python scripts/fid_curves.py presets               # each CPU preset's documented recipe
+    python scripts/fid_curves.py presets --guidance 2 --steps 10   # each CPU preset's documented recipe
     python scripts/fid_curves.py demo --only unet16_msnr_cos_cond --guidance 2 --steps 15   # scored with guidance
 
-Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_vs_*.png``);
+Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_curves.png``, ``samples_*.png``);
 runs go to ``outputs/runs/fid_curves-<study>-<recipe>``. A recipe already trained is not retrained
 (delete its run directory to redo it); a checkpoint already scored is not rescored.
 """
@@ -41,6 +42,9 @@ SCREEN_BASE = ["model=unet_small", "scaler=cs", "data=fashion_mnist", "trainer=c
                "optim.warmup_steps=100", "callbacks.ema.decay=0.995", "trainer.val_check_interval=300",
                "callbacks.samples.steps=25", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
+# A recipe may set its checkpoint interval with this override; otherwise `--every` does.
+EVERY = "callbacks.checkpoint.every_n_train_steps"
+
 # The demo's training recipe on any preset: class labels (for guidance), min-SNR, cosine decay, batch 32.
 PRESET_BASE = ["data=fashion_mnist", "data.val_size=512", "data.batch_size=32", "scaler=cs", "model.num_classes=10",
                "diffusion.loss_weighting=min_snr", "optim.betas=[0.9,0.999]", "optim.warmup_steps=100",
@@ -64,12 +68,14 @@ STUDIES: dict[str, dict[str, list[str]]] = {
     },
     # Each CPU preset with the demo's training recipe (class labels, min-SNR, cosine decay, batch 32), scored
     # with guidance 2 (`--guidance 2 --steps 10`), one seed. Longer runs than the demo. The U-ViTs at lr 2e-3
-    # (`--every 1000`) after the lr 1e-3 run of uvit_small (`--every 1500`) fell short.
+    # after the lr 1e-3 run of uvit_small fell short.
     "presets": {
-        "unet_small": ["model=unet_small", *PRESET_BASE, "model.dropout=0", "optim.lr=2e-3", "trainer.max_steps=1600"],
-        "uvit_small_lr1e-3": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000"],
-        "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=3000"],
-        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=1200"],
+        "unet_small": ["model=unet_small", *PRESET_BASE, "model.dropout=0", "optim.lr=2e-3", "trainer.max_steps=1600",
+                       f"{EVERY}=800"],
+        "uvit_small_lr1e-3": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000",
+                              f"{EVERY}=1500"],
+        "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=3000", f"{EVERY}=1000"],
+        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=1200", f"{EVERY}=400"],
     },
 }
 
@@ -88,8 +94,9 @@ def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     launched = time.time()
     meta.write_text(json.dumps({"launched": launched, "overrides": overrides}))
-    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}",
-           f"callbacks.checkpoint.every_n_train_steps={every}", "ckpt_path=null"]
+    interval = [] if any(o.startswith(f"{EVERY}=") for o in overrides) else [f"{EVERY}={every}"]
+    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}", *interval,
+           "ckpt_path=null"]
     log.info("%s", " ".join(cmd))
     with open(out / "stdout.log", "w") as f:
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
@@ -175,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("--only", nargs="*", help="recipes to run (default: all of the study)")
-    parser.add_argument("--every", type=int, default=300, help="checkpoint interval in steps")
+    parser.add_argument("--every", type=int, default=300,
+                        help="checkpoint interval in steps, unless the recipe sets one")
     parser.add_argument("--samples", type=int, default=1000, help="samples per FID")
     parser.add_argument("--sampler", default=None, help="override the sampler (default: scalelong-eval's)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
