@@ -3,7 +3,7 @@
 Each recipe is a list of ``scalelong-train`` overrides. The script trains it once with a checkpoint
 every ``--every`` steps (unless the recipe sets the interval), then scores every checkpoint with
 ``scalelong-eval`` (EMA weights, domain FID on ``--samples`` images, the recipe's sampler; the grid of
-the first 64 samples is kept), and writes one JSON per recipe, the best checkpoint's sample grid, a Markdown
+the first 256 samples is kept), and writes one JSON per recipe, the best checkpoint's sample grid, a Markdown
 table and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
 startup included, as a user waits for it).
 
@@ -75,7 +75,7 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "uvit_small_lr1e-3": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000",
                               f"{EVERY}=1500"],
         "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=3000", f"{EVERY}=1000"],
-        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=1200", f"{EVERY}=400"],
+        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=900", f"{EVERY}=300"],
     },
 }
 
@@ -129,7 +129,7 @@ def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int
 
 
 def copy_best_grid(study: str, recipe: str, rows: list[dict], dest: Path, name: str) -> None:
-    """Copy the sample grid (the first 64 scored samples) of the best checkpoint by FID to ``dest``."""
+    """Copy the sample grid (the first 256 scored samples) of the best checkpoint by FID to ``dest``."""
     if not rows:
         return
     best = min(rows, key=lambda r: r["fid"])
@@ -139,7 +139,7 @@ def copy_best_grid(study: str, recipe: str, rows: list[dict], dest: Path, name: 
         shutil.copyfile(grid, dest / f"samples_{name}_step{best['step']}.png")
 
 
-def report(study: str, results: dict[str, dict]) -> Path:
+def report(study: str, results: dict[str, dict], command: str) -> Path:
     """README.md table and the two plots of ``docs/results/<study>/``."""
     import matplotlib
 
@@ -149,9 +149,9 @@ def report(study: str, results: dict[str, dict]) -> Path:
     out = ROOT / "docs" / "results" / study
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     lines = [f"# FID against training: {study}", "",
-             f"Made by `python scripts/fid_curves.py {study}` (domain FID of the EMA weights; wall time from "
+             f"Made by `{command}` (domain FID of the EMA weights; wall time from "
              "launch to the checkpoint's write, startup included, on a 2-core machine shared with other jobs, "
-             "so it varies with their load). `samples_<recipe>_step<n>.png`: the first 64 scored samples of "
+             "so it varies with their load). `samples_<recipe>_step<n>.png`: the first 256 scored samples of "
              "each recipe's best checkpoint.", "",
              "| recipe | step | wall (s) | FID | KID |", "|---|---|---|---|---|"]
     for recipe, res in results.items():
@@ -209,7 +209,9 @@ def main() -> None:
         for r in rows:
             log.info("%s step %d wall %.0fs %s %.1f", name, r["step"], r["wall_s"], r["metric"], r["fid"])
     results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
-    log.info("wrote %s", report(args.study, results))
+    scoring = f" --guidance {args.guidance:g}" if args.guidance != 1.0 else ""
+    scoring += f" --steps {args.steps}" + (f" --sampler {args.sampler}" if args.sampler else "")
+    log.info("wrote %s", report(args.study, results, f"python scripts/fid_curves.py {args.study}{scoring}"))
 
 
 if __name__ == "__main__":
