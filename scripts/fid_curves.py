@@ -1,16 +1,17 @@
 """FID against training steps and wall time, for named recipes (issue "Trained models must generate").
 
 Each recipe is a list of ``scalelong-train`` overrides. The script trains it once with a checkpoint
-every ``--every`` steps, then scores every checkpoint with ``scalelong-eval`` (EMA weights, domain FID
-on ``--samples`` images, the recipe's sampler), and writes one JSON per recipe plus a Markdown table
-and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
+every ``--every`` steps (unless the recipe sets the interval), then scores every checkpoint with
+``scalelong-eval`` (EMA weights, domain FID on ``--samples`` images, the recipe's sampler; the grid of
+the first 256 samples is kept), and writes one JSON per recipe, the best checkpoint's sample grid, a Markdown
+table and a plot of FID against steps and against wall time (time from launch to the checkpoint's write,
 startup included, as a user waits for it).
 
     python scripts/fid_curves.py demo                  # the recipes tried for `make demo`
-    python scripts/fid_curves.py presets               # each CPU preset's documented recipe
+    python scripts/fid_curves.py presets --guidance 2 --steps 10   # each CPU preset's documented recipe
     python scripts/fid_curves.py demo --only unet16_msnr_cos_cond --guidance 2 --steps 15   # scored with guidance
 
-Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_vs_*.png``);
+Results go to ``docs/results/<study>/`` (``<recipe>.json``, ``README.md`` table, ``fid_curves.png``, ``samples_*.png``);
 runs go to ``outputs/runs/fid_curves-<study>-<recipe>``. A recipe already trained is not retrained
 (delete its run directory to redo it); a checkpoint already scored is not rescored.
 """
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +41,9 @@ SCREEN_BASE = ["model=unet_small", "scaler=cs", "data=fashion_mnist", "trainer=c
                "data.batch_size=32", "data.val_size=512", "optim.lr=2e-3", "optim.betas=[0.9,0.999]",
                "optim.warmup_steps=100", "callbacks.ema.decay=0.995", "trainer.val_check_interval=300",
                "callbacks.samples.steps=25", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+# A recipe may set its checkpoint interval with this override; otherwise `--every` does.
+EVERY = "callbacks.checkpoint.every_n_train_steps"
 
 # The demo's training recipe on any preset: class labels (for guidance), min-SNR, cosine decay, batch 32.
 PRESET_BASE = ["data=fashion_mnist", "data.val_size=512", "data.batch_size=32", "scaler=cs", "model.num_classes=10",
@@ -62,11 +67,15 @@ STUDIES: dict[str, dict[str, list[str]]] = {
                                 "optim.decay=cosine", "data.batch_size=16", "trainer.max_steps=2300"],
     },
     # Each CPU preset with the demo's training recipe (class labels, min-SNR, cosine decay, batch 32), scored
-    # with guidance 2 (`--guidance 2 --steps 10`), one seed. Longer runs than the demo.
+    # with guidance 2 (`--guidance 2 --steps 10`), one seed. Longer runs than the demo. The U-ViTs at lr 2e-3
+    # after the lr 1e-3 run of uvit_small fell short.
     "presets": {
-        "unet_small": ["model=unet_small", *PRESET_BASE, "model.dropout=0", "optim.lr=2e-3", "trainer.max_steps=1600"],
-        "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000"],
-        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=2400"],
+        "unet_small": ["model=unet_small", *PRESET_BASE, "model.dropout=0", "optim.lr=2e-3", "trainer.max_steps=1600",
+                       f"{EVERY}=800"],
+        "uvit_small_lr1e-3": ["model=uvit_small", *PRESET_BASE, "optim.lr=1e-3", "trainer.max_steps=3000",
+                              f"{EVERY}=1500"],
+        "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=3000", f"{EVERY}=1000"],
+        "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=900", f"{EVERY}=300"],
     },
 }
 
@@ -85,8 +94,9 @@ def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     launched = time.time()
     meta.write_text(json.dumps({"launched": launched, "overrides": overrides}))
-    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}",
-           f"callbacks.checkpoint.every_n_train_steps={every}", "ckpt_path=null"]
+    interval = [] if any(o.startswith(f"{EVERY}=") for o in overrides) else [f"{EVERY}={every}"]
+    cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}", *interval,
+           "ckpt_path=null"]
     log.info("%s", " ".join(cmd))
     with open(out / "stdout.log", "w") as f:
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
@@ -105,7 +115,7 @@ def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int
         result = out / "eval" / f"{ckpt.stem}_{samples}{suffix}.json"
         if not result.is_file():
             cmd = [str(BIN / "scalelong-eval"), f"ckpt={ckpt}", f"n_samples={samples}", f"out={result}",
-                   f"kid_subset_size={samples // 2}"]
+                   f"kid_subset_size={samples // 2}", "save_samples=true"]
             cmd += [f"sampler={sampler}"] if sampler else []
             cmd += [f"steps={steps}"] if steps else []
             cmd += [f"guidance_scale={guidance}"] if guidance != 1.0 else []
@@ -118,7 +128,18 @@ def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int
     return sorted(rows, key=lambda r: r["step"])
 
 
-def report(study: str, results: dict[str, dict]) -> Path:
+def copy_best_grid(study: str, recipe: str, rows: list[dict], dest: Path, name: str) -> None:
+    """Copy the sample grid (the first 256 scored samples) of the best checkpoint by FID to ``dest``."""
+    if not rows:
+        return
+    best = min(rows, key=lambda r: r["fid"])
+    label = best["metric"].split("-", 1)[1].replace("/", "_")  # fid_<data>-1k/dpm-10-cfg2 -> 1k_dpm-10-cfg2
+    grid = run_dir(study, recipe) / "eval" / f"step{best['step']:07d}" / f"samples-{label}.png"
+    if grid.is_file():
+        shutil.copyfile(grid, dest / f"samples_{name}_step{best['step']}.png")
+
+
+def report(study: str, results: dict[str, dict], command: str) -> Path:
     """README.md table and the two plots of ``docs/results/<study>/``."""
     import matplotlib
 
@@ -128,8 +149,10 @@ def report(study: str, results: dict[str, dict]) -> Path:
     out = ROOT / "docs" / "results" / study
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     lines = [f"# FID against training: {study}", "",
-             f"Made by `python scripts/fid_curves.py {study}` (domain FID of the EMA weights; wall time from "
-             "launch to the checkpoint's write on 2 CPU cores, startup included).", "",
+             f"Made by `{command}` (domain FID of the EMA weights; wall time from "
+             "launch to the checkpoint's write, startup included, on a 2-core machine shared with other jobs, "
+             "so it varies with their load). `samples_<recipe>_step<n>.png`: the first 256 scored samples of "
+             "each recipe's best checkpoint.", "",
              "| recipe | step | wall (s) | FID | KID |", "|---|---|---|---|---|"]
     for recipe, res in results.items():
         rows = res["rows"]
@@ -159,7 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("--only", nargs="*", help="recipes to run (default: all of the study)")
-    parser.add_argument("--every", type=int, default=300, help="checkpoint interval in steps")
+    parser.add_argument("--every", type=int, default=300,
+                        help="checkpoint interval in steps, unless the recipe sets one")
     parser.add_argument("--samples", type=int, default=1000, help="samples per FID")
     parser.add_argument("--sampler", default=None, help="override the sampler (default: scalelong-eval's)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
@@ -173,18 +197,21 @@ def main() -> None:
     out = ROOT / "docs" / "results" / args.study
     out.mkdir(parents=True, exist_ok=True)
     recipes = STUDIES[args.study]
-    for name in args.only or recipes:
+    for recipe in args.only or recipes:
         if args.report_only:
             continue
-        train(args.study, name, recipes[name], args.every)
-        rows = score(args.study, name, args.samples, args.sampler, args.steps, args.guidance)
-        overrides = recipes[name] + ([f"(eval) guidance_scale={args.guidance:g}"] if args.guidance != 1.0 else [])
-        name = name if args.guidance == 1.0 else f"{name}_cfg{args.guidance:g}"
+        train(args.study, recipe, recipes[recipe], args.every)
+        rows = score(args.study, recipe, args.samples, args.sampler, args.steps, args.guidance)
+        overrides = recipes[recipe] + ([f"(eval) guidance_scale={args.guidance:g}"] if args.guidance != 1.0 else [])
+        name = recipe if args.guidance == 1.0 else f"{recipe}_cfg{args.guidance:g}"
         (out / f"{name}.json").write_text(json.dumps({"overrides": overrides, "rows": rows}, indent=2))
+        copy_best_grid(args.study, recipe, rows, out, name)
         for r in rows:
             log.info("%s step %d wall %.0fs %s %.1f", name, r["step"], r["wall_s"], r["metric"], r["fid"])
     results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
-    log.info("wrote %s", report(args.study, results))
+    scoring = f" --guidance {args.guidance:g}" if args.guidance != 1.0 else ""
+    scoring += f" --steps {args.steps}" + (f" --sampler {args.sampler}" if args.sampler else "")
+    log.info("wrote %s", report(args.study, results, f"python scripts/fid_curves.py {args.study}{scoring}"))
 
 
 if __name__ == "__main__":
