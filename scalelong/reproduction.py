@@ -17,6 +17,7 @@ cell has fewer than 2 seeds). So no verdict rests on one seed.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import statistics
@@ -42,6 +43,7 @@ from scalelong.scalers import SCALERS
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
 SWEEPS = ("main", "kappa", "lr")  # conf/experiment/repro_cpu_<name>.yaml, run in this order
+BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by scripts/cpu_reproduction.py
 RECIPE = OmegaConf.load(CONF_DIR / "experiment" / "repro_cpu.yaml")
 RECIPE_LR = float(RECIPE.optim.lr)
 RECIPE_KAPPA = 0.5  # cs_kappa of the main sweep (conf/train.yaml's default, the paper's CIFAR-10 value)
@@ -109,7 +111,7 @@ class Stat:
     def __str__(self) -> str:
         if self.n == 0:
             return "–" if not self.diverged else f"diverged {self.diverged}/{self.diverged}"
-        text = f"{self.mean:.3g} ± {self.std:.2g} (n={self.n})"
+        text = f"{self.mean:.3g} ± {self.std:.2g} (n={self.n})" if self.n > 1 else f"{self.mean:.3g} (n=1)"
         return text + (f", diverged {self.diverged}" if self.diverged else "")
 
 
@@ -335,15 +337,13 @@ def oscillation_section(sweep: Sweep) -> Section:
                     checks.append(Check(f"{name} oscillation, N={depths[-1]}, b={b}: {m} < {ref}",
                                         sweep.stat(metric, m, depths[-1], b), sweep.stat(metric, ref, depths[-1], b),
                                         "<"))
+    feat_rstd = lambda r: r.oscillation.get("feat_level_rstd", math.nan)  # noqa: E731
+    grad_rstd = lambda r: r.oscillation.get("grad_rstd", math.nan)  # noqa: E731
     body = ("Mean absolute relative change (mrc, SPEC §4) of the decoder-level feature energies F(h_i), averaged "
-            "over levels, steps ≥ twice the warm-up:\n\n{_cell_table(sweep, feat)}\n\n"
-            "mrc of the per-block gradient norms, averaged over blocks, same steps:\n\n"
-            f"{_cell_table(sweep, grad)}\n\n"
-            "rstd (std/mean, which also grows with drift) of the same series, features / gradients:\n\n"
-            + _table(["method", *(f"N={n}, b={b}" for n, b in sweep.cells)],
-                     [[m, *(f"{sweep.stat(lambda r: r.oscillation.get('feat_level_rstd', math.nan), m, n, b).mean:.3g}"
-                            f" / {sweep.stat(lambda r: r.oscillation.get('grad_rstd', math.nan), m, n, b).mean:.3g}"
-                            for n, b in sweep.cells)] for m in METHODS]))
+            f"over levels, steps ≥ twice the warm-up:\n\n{_cell_table(sweep, feat)}\n\n"
+            f"mrc of the per-block gradient norms, averaged over blocks, same steps:\n\n{_cell_table(sweep, grad)}"
+            "\n\nrstd (std/mean, which also grows with a steady drift) of the feature energies:\n\n"
+            f"{_cell_table(sweep, feat_rstd)}\n\nrstd of the gradient norms:\n\n{_cell_table(sweep, grad_rstd)}")
     fig = _bars(sweep, [("feature oscillation (mrc of F(h_i))", feat), ("gradient oscillation (mrc of G_b)", grad)],
                 METHODS)
     return Section("Claim 1 — oscillation grows with the number of LSCs; cs and ls reduce it",
@@ -629,8 +629,9 @@ def sample_grid(sweep: Sweep, out: Path, scale: int = 4) -> str | None:
     return name
 
 
-def budget(results: Sequence[RunResult]) -> str:
-    """Measured minutes per run by cell (wall time from train.log), and the total."""
+def budget(results: Sequence[RunResult], root: Path) -> str:
+    """Measured wall minutes per run by cell (from train.log), and the CPU minutes of each sweep when the
+    driver recorded them (``BUDGET_FILE``): wall time depends on what else shares the cores, CPU time does not."""
     groups: dict[tuple[int, int], list[float]] = defaultdict(list)
     for r in results:
         if r.status == "completed" and math.isfinite(r.minutes):
@@ -638,8 +639,15 @@ def budget(results: Sequence[RunResult]) -> str:
     rows = [[f"N={n}, b={b}", len(v), f"{statistics.fmean(v):.2f}", f"{sum(v):.1f}"]
             for (n, b), v in sorted(groups.items())]
     total = sum(sum(v) for v in groups.values())
-    return (_table(["cell", "runs", "minutes per run (mean)", "run-minutes"], rows)
-            + f"\n\nSum over runs: {total:.0f} run-minutes (each run one thread; two at a time on 2 cores).")
+    text = (_table(["cell", "runs", "wall minutes per run (mean)", "run-minutes"], rows)
+            + f"\n\nSum over runs: {total:.0f} run-minutes of wall time (each run one thread, two at a time).")
+    records = json.loads((root / BUDGET_FILE).read_text()) if (root / BUDGET_FILE).is_file() else []
+    if records:
+        text += "\n\nPer sweep, as `scripts/cpu_reproduction.py` measured it (CPU = its processes' user + system):\n\n"
+        text += _table(["sweep", "parallel jobs", "wall minutes", "CPU minutes", "exit"],
+                       [[r["sweep"], r["jobs"], f"{r['wall_minutes']:.1f}", f"{r['cpu_minutes']:.1f}", r["exit"]]
+                        for r in records])
+    return text
 
 
 def write_report(root: str | Path, out: str | Path, title: str = "CPU reproduction of ScaleLong's claims") -> Path:
@@ -697,7 +705,7 @@ def write_report(root: str | Path, out: str | Path, title: str = "CPU reproducti
     if grid:
         lines += ["## Samples", "", f"Last sample grids (seed 0, EMA weights, DPM-Solver++ 25 steps) of "
                   f"{', '.join(METHODS)}, left to right, upscaled 4×:", "", f"![samples]({rel}/{grid})", ""]
-    lines += ["## Measured budget", "", budget(results), ""]
+    lines += ["## Measured budget", "", budget(results, root), ""]
     problems = incomplete_jobs([root])
     if problems:
         lines += ["## Runs that did not complete", "", *(f"- {p}" for p in problems), ""]

@@ -6,22 +6,37 @@
 
 Each sweep writes to ``<out>/<name>/`` (a fixed directory, so running the command again skips finished
 runs and resumes interrupted ones). Sweeps run one after the other, each with ``--jobs`` parallel jobs
-(Hydra's joblib launcher when more than one, one thread per job). The report is ``scalelong-report`` over ``<out>``.
+(Hydra's joblib launcher when more than one, one thread per job); the wall and CPU minutes of each sweep
+are appended to ``<out>/budget.json``. The report is ``scalelong-report`` over ``<out>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from scalelong.reproduction import SWEEPS, write_report
+from scalelong.reproduction import BUDGET_FILE, SWEEPS, write_report
 
 log = logging.getLogger("cpu_reproduction")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of every finished child process (the sweep and its joblib workers), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def append_budget(path: Path, record: dict) -> None:
+    """Add one sweep's measured wall and CPU minutes to the list the report's budget section reads."""
+    records = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps([*records, record], indent=1))
 
 
 def main() -> None:
@@ -37,13 +52,17 @@ def main() -> None:
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         for name in args.sweeps:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), children_cpu_seconds()
             parallel = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else []
             command = [sys.executable, "-m", "scalelong.train", "-m", f"experiment=repro_cpu_{name}", *parallel,
                        f"hydra.sweep.dir={args.out / name}", *args.overrides]
             log.info("sweep %s: %s", name, " ".join(command))
             done = subprocess.run(command, env=env, check=False)
-            log.info("sweep %s: exit %d after %.1f min", name, done.returncode, (time.perf_counter() - start) / 60)
+            record = {"sweep": name, "jobs": args.jobs, "exit": done.returncode,
+                      "wall_minutes": (time.perf_counter() - start) / 60,
+                      "cpu_minutes": (children_cpu_seconds() - cpu) / 60}
+            log.info("sweep %s: %s", name, record)
+            append_budget(args.out / BUDGET_FILE, record)
     write_report(args.out, args.report)
     log.info("wrote %s", args.report)
 

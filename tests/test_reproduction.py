@@ -97,6 +97,9 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     with open(report.parent / "cpu_reproduction" / "fid_curves.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
     assert "(n=2)" in text  # every number carries its seeds
+    (record,) = json.loads((root / "budget.json").read_text())
+    assert record["sweep"] == "main" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
+    assert "| main | 1 |" in text  # the budget table reports the sweep's measured minutes
     for figure in ("oscillation", "fid_curves", "speedup", "fid_gain", "ls_kappa"):
         assert (report.parent / "cpu_reproduction" / f"{figure}.png").stat().st_size > 5000, figure
 
