@@ -11,6 +11,7 @@ paper's rate to a cluster's own (e.g. the step time Lightning logs in the first 
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import torch
@@ -23,21 +24,22 @@ from scalelong.config import compose
 # Paper Sec. 5.1: "standard UViT trained for 15.6 hours (500 k steps)" at batch 32 (CIFAR-10, U-ViT-S/2).
 PAPER_IMAGES_PER_SECOND = 500_000 * 32 / (15.6 * 3600)
 PAPER_THROUGHPUT_MODEL = "cifar10_uvit_s2"
-# One command per table or figure: (what, experiment, extra overrides, number of runs).
-TABLES = (
-    ("Table 1, Fig. 5 (CIFAR-10, none/uniform/cs/ls)", "table1_cifar10", "seed=0,1,2", 12),
-    ("Fig. 5-6 batch sizes (CIFAR-10)", "table1_cifar10", "data.batch_size=32,64 seed=0,1,2", 24),
-    ("Table 2 (LS modules)", "table2_ls_modules", "seed=0,1,2", 6),
-    ("Table 2 (LS ratio r)", "table2_ls_ratio", "seed=0,1,2", 12),
-    ("Table 2 (LS activation)", "table2_ls_activation", "seed=0,1,2", 9),
-    ("Table 3 (residual-branch baselines)", "table3_baselines", "seed=0,1,2", 21),
-    ("Table 4 (direction of κ_i)", "table4_order", "seed=0,1,2", 6),
-    ("Fig. 13 (κ from 0.3 to 1.2)", "fig13_kappa", "seed=0,1,2", 18),
-    ("CelebA 64 (U-ViT-S/4, cs)", "celeba64_uvit_s4", "seed=0,1,2", 3),
-    ("ImageNet 64 (U-ViT-M/4, cs)", "imagenet64_uvit_m4", "seed=0,1,2", 3),
-    ("ImageNet 64 (U-ViT-L/4, cs)", "imagenet64_uvit_l4", "seed=0,1,2", 3),
-    ("DDPM conv UNet on CIFAR-10 (cs)", "cifar10_unet_ddpm", "seed=0,1,2", 3),
-)
+SEEDS = "seed=0,1,2"
+# One command per table or figure: experiment -> (what it reproduces, overrides besides the seeds).
+TABLES = {
+    "table1_cifar10": ("Table 1, Fig. 5 (CIFAR-10, none/uniform/cs/ls)", ""),
+    "table1_cifar10 data.batch_size=32,64": ("Fig. 5-6 at batch 32 and 64", "data.batch_size=32,64"),
+    "table2_ls_modules": ("Table 2 (LS modules)", ""),
+    "table2_ls_ratio": ("Table 2 (LS ratio r)", ""),
+    "table2_ls_activation": ("Table 2 (LS activation)", ""),
+    "table3_baselines": ("Table 3 (residual-branch baselines)", ""),
+    "table4_order": ("Table 4 (direction of κ_i)", ""),
+    "fig13_kappa": ("Fig. 13 (κ from 0.3 to 1.2)", ""),
+    "celeba64_uvit_s4": ("CelebA 64 (U-ViT-S/4, cs)", ""),
+    "imagenet64_uvit_m4": ("ImageNet 64 (U-ViT-M/4, cs)", ""),
+    "imagenet64_uvit_l4": ("ImageNet 64 (U-ViT-L/4, cs)", ""),
+    "cifar10_unet_ddpm": ("DDPM conv UNet on CIFAR-10 (cs)", ""),
+}
 
 
 def training_flops_per_image(experiment: str) -> float:
@@ -65,7 +67,14 @@ def paper_rate() -> float:
 
 def command(experiment: str, overrides: str) -> str:
     return (f"scalelong-train -m hydra/launcher=slurm trainer=ddp trainer.devices=8 hydra.launcher.partition=gpu "
-            f"experiment={experiment} {overrides}")
+            f"experiment={experiment} {overrides} {SEEDS}".replace("  ", " "))
+
+
+def runs_of(cfg: DictConfig, overrides: str) -> int:
+    """Jobs of the command: the experiment's sweep (``hydra.sweeper.params``) × the overrides' values × seeds."""
+    values = [str(v) for v in (cfg.hydra.sweeper.get("params") or {}).values()]
+    values += [o.split("=", 1)[1] for o in overrides.split()] + [SEEDS.split("=", 1)[1]]
+    return math.prod(len(v.split(",")) for v in values)
 
 
 def paper_scale_markdown() -> str:
@@ -73,13 +82,13 @@ def paper_scale_markdown() -> str:
     rate = paper_rate()
     rows = ["| table / figure | command | runs | batch × steps | TFLOP per image (fwd+bwd) | hours per run |",
             "|---|---|---|---|---|---|"]
-    for what, experiment, overrides, runs in TABLES:
-        cfg = compose([f"experiment={experiment}"])
-        batches = [int(b) for b in overrides.split("data.batch_size=")[1].split()[0].split(",")] \
-            if "data.batch_size=" in overrides else [int(cfg.data.batch_size)]
+    for key, (what, overrides) in TABLES.items():
+        experiment = key.split()[0]
+        cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
+        batches = [int(b) for b in overrides.split("=")[1].split(",")] if overrides else [int(cfg.data.batch_size)]
         flops = training_flops_per_image(experiment)
         hours = [b * cfg.trainer.max_steps * flops / rate / 3600 for b in batches]
-        rows.append(f"| {what} | `{command(experiment, overrides)}` | {runs} | "
+        rows.append(f"| {what} | `{command(experiment, overrides)}` | {runs_of(cfg, overrides)} | "
                     f"{'/'.join(map(str, batches))} × {cfg.trainer.max_steps:,} | {flops / 1e12:.3f} | "
                     f"{' / '.join(f'{h:,.0f}' for h in hours)} |")
     return (f"Expected hours per run at the paper's measured throughput ({PAPER_IMAGES_PER_SECOND:.0f} images/s of "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalelong.config import compose
-from scalelong.paper_scale import PAPER_IMAGES_PER_SECOND, TABLES, paper_rate, training_flops_per_image
+from scalelong.paper_scale import PAPER_IMAGES_PER_SECOND, TABLES, paper_rate, runs_of, training_flops_per_image
 
 
 def test_the_throughput_anchor_gives_back_the_papers_15_6_hours() -> None:
@@ -22,6 +22,11 @@ def test_training_flops_grow_with_the_model_as_the_parameter_counts_do() -> None
     assert 2.5 < m4 / s2 < 3.2 and 2.0 < l4 / m4 < 2.4  # 130.9M/44.3M = 2.95, 286.8M/130.9M = 2.19
 
 
-def test_every_command_names_an_experiment_that_composes() -> None:
-    for _, experiment, _, runs in TABLES:
-        assert compose([f"experiment={experiment}"]).trainer.max_steps >= 300_000 and runs >= 3
+def test_every_command_composes_and_counts_its_runs() -> None:
+    runs = {}
+    for key, (_, overrides) in TABLES.items():
+        cfg = compose([f"experiment={key.split()[0]}"], return_hydra_config=True)
+        assert cfg.trainer.max_steps >= 300_000
+        runs[key] = runs_of(cfg, overrides)
+    assert runs["table1_cifar10"] == 12 and runs["table1_cifar10 data.batch_size=32,64"] == 24  # 4 scalers × 3 seeds
+    assert (runs["table2_ls_ratio"], runs["fig13_kappa"], runs["imagenet64_uvit_m4"]) == (12, 18, 3)
