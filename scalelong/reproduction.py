@@ -126,12 +126,17 @@ def stat(values: Iterable[float]) -> Stat:
 
 
 def compare(a: Stat, b: Stat) -> str:
-    """``"<"`` / ``">"`` when the ±1 std intervals of a and b separate, ``"?"`` otherwise or with n < 2."""
-    if a.n < 2 or b.n < 2:
+    """``"<"`` / ``">"`` when the ±1 std intervals of a and b separate, ``"?"`` otherwise or with fewer than 2
+    seeds. A cell whose every seed diverged counts as +∞ (worse than any finite FID)."""
+    def interval(s: Stat) -> tuple[float, float]:
+        return (math.inf, math.inf) if s.n == 0 else (s.mean - s.std, s.mean + s.std)
+
+    if a.n + a.diverged < 2 or b.n + b.diverged < 2 or (0 < a.n < 2) or (0 < b.n < 2):
         return "?"
-    if a.mean + a.std < b.mean - b.std:
+    (a_low, a_high), (b_low, b_high) = interval(a), interval(b)
+    if a_high < b_low:
         return "<"
-    if a.mean - a.std > b.mean + b.std:
+    if a_low > b_high:
         return ">"
     return "?"
 
@@ -157,9 +162,13 @@ class Check:
         return f"{self.text}: {self.a} vs {self.b} → {self.outcome}"
 
 
+def missing(s: Stat) -> bool:
+    return s.n + s.diverged == 0
+
+
 def verdict(checks: Sequence[Check]) -> tuple[str, str]:
     """(verdict, reason) of a claim from its comparisons (the rule of the module docstring)."""
-    if not checks or all(c.a.n == 0 or (isinstance(c.b, Stat) and c.b.n == 0) for c in checks):
+    if not checks or all(missing(c.a) or (isinstance(c.b, Stat) and missing(c.b)) for c in checks):
         return "inconclusive at this scale", "the runs it needs are missing"
     counts = {o: sum(c.outcome == o for c in checks) for o in ("holds", "opposite", "unclear")}
     reason = (f"{counts['holds']} of {len(checks)} comparisons hold (±1 std over seeds separate in the expected "
@@ -197,7 +206,7 @@ def wall_minutes(run_dir: Path) -> float:
 def load_result(run_dir: Path) -> RunResult:
     """A run directory of a sweep as a :class:`RunResult` (metrics that are missing stay empty)."""
     config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    status = (read_status(run_dir) or {"status": "running"})
+    status = read_status(run_dir) or {"status": "running"}
     outcome = status["status"]
     if outcome == "failed" and "NonFiniteLoss" in status.get("error", ""):
         outcome = "diverged"

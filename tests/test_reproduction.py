@@ -55,6 +55,7 @@ def test_a_comparison_holds_only_when_the_seed_intervals_separate() -> None:
     assert compare(Stat(1.0, 0.2, 3), Stat(2.0, 0.3, 3)) == "<"
     assert compare(Stat(1.0, 0.6, 3), Stat(2.0, 0.5, 3)) == "?"  # 1.6 > 1.5: the intervals overlap
     assert compare(Stat(1.0, 0.0, 1), Stat(2.0, 0.0, 3)) == "?"  # one seed decides nothing
+    assert compare(Stat(math.nan, math.nan, 0, diverged=3), Stat(5.0, 1.0, 3)) == ">"  # all diverged: worst
     holds = Check("a < b", Stat(1.0, 0.1, 3), Stat(2.0, 0.1, 3), "<")
     opposite = Check("b < a", Stat(2.0, 0.1, 3), Stat(1.0, 0.1, 3), "<")
     unclear = Check("a < b", Stat(1.0, 1.0, 3), Stat(2.0, 1.0, 3), "<")
