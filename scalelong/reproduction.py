@@ -150,6 +150,7 @@ class Check:
     a: Stat
     b: Stat | float
     expected: str
+    part: str = ""  # which part of a claim with several (e.g. "grows with N", "reduced by cs/ls")
 
     @property
     def outcome(self) -> str:
@@ -171,8 +172,8 @@ def verdict(checks: Sequence[Check]) -> tuple[str, str]:
     if not checks or all(missing(c.a) or (isinstance(c.b, Stat) and missing(c.b)) for c in checks):
         return "inconclusive at this scale", "the runs it needs are missing"
     counts = {o: sum(c.outcome == o for c in checks) for o in ("holds", "opposite", "unclear")}
-    reason = (f"{counts['holds']} of {len(checks)} comparisons hold (±1 std over seeds separate in the expected "
-              f"direction), {counts['opposite']} go the other way, {counts['unclear']} are unclear")
+    reason = (f"{counts['holds']} of {len(checks)} comparisons hold, {counts['opposite']} go the other way, "
+              f"{counts['unclear']} are unclear (±1 std over seeds overlap, or n < 2)")
     if counts["holds"] == len(checks):
         return "reproduced", reason
     if counts["holds"] == 0 and counts["opposite"] > 0:
@@ -293,6 +294,11 @@ class Section:
     def verdict(self) -> tuple[str, str]:
         return verdict(self.checks)
 
+    def part_verdicts(self) -> dict[str, tuple[str, str]]:
+        """The verdict of each named part of the claim (empty for a claim of one part)."""
+        parts = list(dict.fromkeys(c.part for c in self.checks if c.part))
+        return {p: verdict([c for c in self.checks if c.part == p]) for p in parts} if len(parts) > 1 else {}
+
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -339,13 +345,14 @@ def oscillation_section(sweep: Sweep) -> Section:
         for b in batches if len(depths) > 1 else []:
             for m in ("none", "uniform"):
                 checks.append(Check(f"{name} oscillation of {m}, b={b}: N={depths[0]} < N={depths[-1]}",
-                                    sweep.stat(metric, m, depths[0], b), sweep.stat(metric, m, depths[-1], b), "<"))
+                                    sweep.stat(metric, m, depths[0], b), sweep.stat(metric, m, depths[-1], b), "<",
+                                    f"{name} oscillation grows with N"))
         for b in batches:
             for m in ("cs", "ls"):
                 for ref in ("none", "uniform"):
                     checks.append(Check(f"{name} oscillation, N={depths[-1]}, b={b}: {m} < {ref}",
                                         sweep.stat(metric, m, depths[-1], b), sweep.stat(metric, ref, depths[-1], b),
-                                        "<"))
+                                        "<", f"{name} oscillation reduced by cs and ls"))
     feat_rstd = lambda r: r.oscillation.get("feat_level_rstd", math.nan)  # noqa: E731
     grad_rstd = lambda r: r.oscillation.get("grad_rstd", math.nan)  # noqa: E731
     body = ("Mean absolute relative change (mrc, SPEC §4) of the decoder-level feature energies F(h_i), averaged "
@@ -387,7 +394,7 @@ def fid_curves_figure(sweep: Sweep, methods: Sequence[str] = METHODS) -> Figure 
 
 def convergence_section(sweep: Sweep) -> Section:
     checks = [Check(f"{m}, N={n}, b={b}: speed-up > {SPEEDUP_CLAIM}", stat(sweep.speedups(m, n, b)),
-                    SPEEDUP_CLAIM, ">") for n, b in sweep.cells for m in ("cs", "ls")]
+                    SPEEDUP_CLAIM, ">", m) for n, b in sweep.cells for m in ("cs", "ls")]
     rows = [[m, *(stat(sweep.speedups(m, n, b)) for n, b in sweep.cells)] for m in METHODS[1:]]
     body = ("Speed-up = steps for `none` to reach its own final FID / steps for the method to first reach that FID, "
             "per seed (same seed = same data order, t and ε draws), on the FID curve logged during training "
@@ -409,12 +416,12 @@ def batch_depth_section(sweep: Sweep) -> Section:
             for n in depths:
                 checks.append(Check(f"{m}, N={n}: gain at b={batches[0]} > gain at b={batches[-1]}",
                                     stat(sweep.fid_gains(m, n, batches[0])), stat(sweep.fid_gains(m, n, batches[-1])),
-                                    ">"))
+                                    ">", "larger gain at small batch"))
         if len(depths) > 1:
             for b in batches:
                 checks.append(Check(f"{m}, b={b}: gain at N={depths[-1]} > gain at N={depths[0]}",
                                     stat(sweep.fid_gains(m, depths[-1], b)), stat(sweep.fid_gains(m, depths[0], b)),
-                                    ">"))
+                                    ">", "larger gain at large depth"))
     rows = [[m, *(stat(sweep.fid_gains(m, n, b)) for n, b in sweep.cells)] for m in METHODS[1:]]
     body = ("Gain = final FID of `none` / final FID of the method, paired by seed (> 1: the method is better). "
             "The speed-up of claim 2 is undefined when a target is never reached, so the size of the gain is "
@@ -488,8 +495,8 @@ def amplified_section(sweep: Sweep) -> Section:
         rows.append([f"N={n}, b={b}", sweep.stat(final, "cs", n, b), none,
                      *(sweep.stat(final, "cs", n, b, kappa=k) for k in kappas)])
         for k in kappas:
-            checks.append(Check(f"N={n}, b={b}: FID of cs(κ={k:g}) > FID of none", sweep.stat(final, "cs", n, b,
-                                                                                             kappa=k), none, ">"))
+            checks.append(Check(f"N={n}, b={b}: FID of cs(κ={k:g}) > FID of none",
+                                sweep.stat(final, "cs", n, b, kappa=k), none, ">", "κ > 1 degrades"))
     batches = sorted({b for _, b in cells})
     if len(batches) > 1:
         for n in sorted({n for n, _ in cells}):
@@ -497,7 +504,8 @@ def amplified_section(sweep: Sweep) -> Section:
                 ratio = lambda b, k=k, n=n: stat(r.final_fid / base.final_fid for base, r in  # noqa: E731
                                                  _pairs(sweep.runs("none", n, b), sweep.runs("cs", n, b, kappa=k)))
                 checks.append(Check(f"N={n}, cs(κ={k:g}): degradation (FID ratio to none) at b={batches[0]} > at "
-                                    f"b={batches[-1]}", ratio(batches[0]), ratio(batches[-1]), ">"))
+                                    f"b={batches[-1]}", ratio(batches[0]), ratio(batches[-1]), ">",
+                                    "degradation larger at small batch"))
     body = ("Final FID of cs with κ > 1 (κ_i = κ^(i−1) grows towards the inner skips) next to cs(κ=0.5) and none "
             "(κ = 1); a diverged run (non-finite loss) counts as FID = ∞ and is listed:\n\n"
             + _table(["cell", f"cs(κ={RECIPE_KAPPA})", "none (κ=1)", *(f"cs(κ={k:g})" for k in kappas)], rows))
@@ -689,7 +697,9 @@ def write_report(root: str | Path, out: str | Path, title: str = "CPU reproducti
              f"Runs read: {len(results)} ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}) "
              f"under `{root}`.",
              "", "## Verdicts", "",
-             _table(["claim", "verdict", "why"], [[s.title, f"**{s.verdict[0]}**", s.verdict[1]] for s in secs]), ""]
+             _table(["claim", "verdict", "why", "parts"],
+                    [[s.title, f"**{s.verdict[0]}**", s.verdict[1],
+                      "; ".join(f"{p}: {v}" for p, (v, _) in s.part_verdicts().items()) or "–"] for s in secs]), ""]
     lines += [f"Stability frontier (largest lr that trains): {'; '.join(front_lines) or 'not measured'}.", ""]
     failing = [s for s in secs if s.verdict[0] != "reproduced"]
     lines += ["## Where the claims do not hold at this scale", ""]
@@ -705,6 +715,8 @@ def write_report(root: str | Path, out: str | Path, title: str = "CPU reproducti
             lines += [f"![speedup]({rel}/speedup.png)", ""]
         v, why = s.verdict
         lines += [f"**Verdict: {v}.** {why}.", ""]
+        lines += [f"- part *{part}*: {pv} ({pwhy})" for part, (pv, pwhy) in s.part_verdicts().items()]
+        lines += ["", "Comparisons:", ""] if s.part_verdicts() else []
         lines += [f"- {c}" for c in s.checks]
         lines.append("")
     lines += ["## Stability frontier", "", front_body, ""]
