@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 
 from scalelong.config import compose
+from scalelong.eval.speedup import Curve
 from scalelong.kappa_range import num_skips_of
-from scalelong.reproduction import SWEEPS, Check, Stat, compare, stat, verdict
+from scalelong.reproduction import SWEEPS, Check, Stat, compare, crossing_step, stat, verdict
 from scalelong.sweeps import sweep_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +68,13 @@ def test_a_comparison_holds_only_when_the_seed_intervals_separate() -> None:
     assert verdict([holds, opposite])[0] == "inconclusive at this scale"
     assert verdict([Check("x", Stat(math.nan, math.nan, 0), 1.0, "<")]) == (
         "inconclusive at this scale", "the runs it needs are missing")
+
+
+def test_steps_to_a_target_fid_are_interpolated_between_measurements() -> None:
+    curve = Curve(np.array([50, 100, 150, 200]), np.array([10.0, 6.0, 2.0, 3.0]))
+    assert crossing_step(curve, 4.0) == 125.0  # half-way from 6 to 2
+    assert crossing_step(curve, 12.0) == 50.0  # already reached at the first measurement
+    assert crossing_step(curve, 2.5) == pytest.approx(143.75) and crossing_step(curve, 1.0) is None
 
 
 @pytest.fixture(scope="module")
