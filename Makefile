@@ -12,7 +12,7 @@ FMNIST := $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte
 # (lightning alone: 17 s instead of 8 s per process, for each CLI the demo and the tests start).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast lint setup data bench clean
+.PHONY: demo test test-fast lint setup data bench reproduce clean
 
 demo: setup data
 	$(VENV)/bin/scalelong-train experiment=fmnist_demo
@@ -43,6 +43,10 @@ data: $(FMNIST)
 
 $(FMNIST):
 	PYTHON=$(PY) bash scripts/get_fashion_mnist.sh $(DATA)
+
+# The CPU reproduction of the paper's claims (about an hour on 2 quiet cores): docs/results/cpu_reproduction.md
+reproduce: setup
+	$(PY) scripts/cpu_reproduction.py
 
 bench: setup
 	$(PY) scripts/bench_scalers.py

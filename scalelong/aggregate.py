@@ -12,96 +12,9 @@ were interrupted or never ran are listed under the table.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
-from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
-from scalelong.config import names_the_run
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Completed run directories (holding summary.json, and no status.json other than completed)
-    at or below ``paths``."""
-    runs = {p.parent for root in paths for p in Path(root).rglob("summary.json")}
-    return sorted(r for r in runs if (run_status(r) or {}).get("status", "completed") == "completed")
-
-
-def run_status(run: Path) -> dict | None:
-    try:
-        return json.loads((run / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def incomplete_jobs(paths: list[Path]) -> list[str]:
-    """One line per job at or below ``paths`` that did not complete (failed, interrupted, still
-    running or never finished), and per sweep whose ``multirun.yaml`` lists more jobs than ran."""
-    lines = []
-    for root in paths:
-        for hydra_dir in sorted(Path(root).rglob(".hydra")):
-            run = hydra_dir.parent
-            status = run_status(run)
-            if status is None and not (run / "summary.json").is_file():
-                lines.append(f"{run}: no result (the job did not finish)")
-            elif status is not None and status.get("status") != "completed":
-                lines.append(f"{run}: {status.get('status')}: {status.get('error', '')}".rstrip(": "))
-        for sweep in sorted(Path(root).rglob("multirun.yaml")):
-            expected = sweep_size(sweep)
-            ran = sum(1 for d in sweep.parent.iterdir() if (d / ".hydra").is_dir())
-            if expected > ran:
-                lines.append(f"{sweep.parent}: {expected - ran} of {expected} jobs missing (never started)")
-    return lines
-
-
-def sweep_size(multirun_yaml: Path) -> int:
-    """The number of jobs of a sweep, from the overrides stored in its ``multirun.yaml``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overrides = (yaml.safe_load(multirun_yaml.read_text()) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
-    size = 1
-    for override in OverridesParser.create().parse_overrides(overrides or []):
-        if override.is_sweep_override():
-            size *= len(list(override.sweep_string_iterator()))
-    return size
-
-
-def group_key(run: Path) -> str:
-    """The run's overrides that define what it computes, without its seed."""
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    kept = sorted(o for o in overrides or [] if names_the_run(o) and not o.lstrip("+~").startswith("seed="))
-    return " ".join(kept) or "(defaults)"
-
-
-def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
-    """Rows ``{"group", "n", metric: (mean, std)}``, one per group, in sorted group order."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[group_key(run)].append(json.loads((run / "summary.json").read_text()))
-    rows = []
-    for key in sorted(groups):
-        summaries = groups[key]
-        names = metrics or sorted({k for s in summaries for k in s if k != "step"})
-        row: dict = {"group": key, "n": len(summaries)}
-        for name in names:
-            values = [float(s[name]) for s in summaries if name in s]
-            if values:
-                row[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-        rows.append(row)
-    return rows
-
-
-def to_markdown(rows: list[dict]) -> str:
-    names = sorted({k for r in rows for k in r if k not in ("group", "n")})
-    lines = ["| runs | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for r in rows:
-        cells = [f"{r[n][0]:.4g} ± {r[n][1]:.2g}" if n in r and math.isfinite(r[n][0]) else "" for n in names]
-        lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from scalelong.aggregate import aggregate, find_runs, main
+from scalelong.aggregate import main
+from scalelong.sweeps import aggregate, find_runs
 
 
 def fake_run(root: Path, name: str, overrides: list[str], val: float) -> None:

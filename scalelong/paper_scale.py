@@ -1,0 +1,97 @@
+"""The paper-scale counterpart of the CPU reproduction: one SLURM command per table or figure, with its
+expected wall time per run.
+
+Wall time is extrapolated from one measured throughput, the paper's own (Sec. 5.1): standard U-ViT-S/2 on
+CIFAR-10 at batch 32 trained 500k steps in 15.6 hours, i.e. 285 images/s. With the training FLOPs per image
+of U-ViT-S/2 (forward and backward, counted by ``torch.utils.flop_counter`` on a meta-device model) that is
+a sustained rate in FLOP/s; a run of another model costs steps × batch × its FLOPs per image at that rate.
+The paper does not name its GPUs, so the hours are for the paper's hardware; multiply by the ratio of the
+paper's rate to a cluster's own (e.g. the step time Lightning logs in the first minutes) to rescale.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+from scalelong.config import compose
+
+# Paper Sec. 5.1: "standard UViT trained for 15.6 hours (500 k steps)" at batch 32 (CIFAR-10, U-ViT-S/2).
+PAPER_IMAGES_PER_SECOND = 500_000 * 32 / (15.6 * 3600)
+PAPER_THROUGHPUT_MODEL = "cifar10_uvit_s2"
+SEEDS = "seed=0,1,2"
+# One command per table or figure: experiment -> (what it reproduces, overrides besides the seeds).
+TABLES = {
+    "table1_cifar10": ("Table 1, Fig. 5 (CIFAR-10, none/uniform/cs/ls)", ""),
+    "table1_cifar10 data.batch_size=32,64": ("Fig. 5-6 at batch 32 and 64", "data.batch_size=32,64"),
+    "table2_ls_modules": ("Table 2 (LS modules)", ""),
+    "table2_ls_ratio": ("Table 2 (LS ratio r)", ""),
+    "table2_ls_activation": ("Table 2 (LS activation)", ""),
+    "table3_baselines": ("Table 3 (residual-branch baselines)", ""),
+    "table4_order": ("Table 4 (direction of κ_i)", ""),
+    "fig13_kappa": ("Fig. 13 (κ from 0.3 to 1.2)", ""),
+    "celeba64_uvit_s4": ("CelebA 64 (U-ViT-S/4, cs)", ""),
+    "imagenet64_uvit_m4": ("ImageNet 64 (U-ViT-M/4, cs)", ""),
+    "imagenet64_uvit_l4": ("ImageNet 64 (U-ViT-L/4, cs)", ""),
+    "cifar10_unet_ddpm": ("DDPM conv UNet on CIFAR-10 (cs)", ""),
+}
+
+
+def training_flops_per_image(experiment: str) -> float:
+    """FLOPs of one forward and backward pass of the experiment's model on one image (meta device: no memory)."""
+    return _model_flops(OmegaConf.to_yaml(compose([f"experiment={experiment}"]).model, resolve=True))
+
+
+@cache
+def _model_flops(model_yaml: str) -> float:
+    model_cfg: DictConfig = OmegaConf.create(model_yaml)
+    with torch.device("meta"):
+        model = instantiate(model_cfg)
+        x = torch.randn(1, model.in_chans, model.img_size, model.img_size)
+        t = torch.zeros(1, dtype=torch.long)
+        y = torch.zeros(1, dtype=torch.long) if model.num_classes else None
+        with FlopCounterMode(display=False) as counter:
+            model(x, t, y).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def paper_rate() -> float:
+    """FLOP/s of the paper's measured throughput (see the module docstring)."""
+    return PAPER_IMAGES_PER_SECOND * training_flops_per_image(PAPER_THROUGHPUT_MODEL)
+
+
+def command(experiment: str, overrides: str) -> str:
+    return (f"scalelong-train -m hydra/launcher=slurm trainer=ddp trainer.devices=8 hydra.launcher.partition=gpu "
+            f"experiment={experiment} {overrides} {SEEDS}".replace("  ", " "))
+
+
+def runs_of(cfg: DictConfig, overrides: str) -> int:
+    """Jobs of the command: the experiment's sweep (``hydra.sweeper.params``) × the overrides' values × seeds."""
+    values = [str(v) for v in (cfg.hydra.sweeper.get("params") or {}).values()]
+    values += [o.split("=", 1)[1] for o in overrides.split()] + [SEEDS.split("=", 1)[1]]
+    return math.prod(len(v.split(",")) for v in values)
+
+
+def paper_scale_markdown() -> str:
+    """The table of commands with FLOPs per image and expected hours per run at the paper's throughput."""
+    rate = paper_rate()
+    rows = ["| table / figure | command | runs | batch × steps | TFLOP per image (fwd+bwd) | hours per run |",
+            "|---|---|---|---|---|---|"]
+    for key, (what, overrides) in TABLES.items():
+        experiment = key.split()[0]
+        cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
+        batches = [int(b) for b in overrides.split("=")[1].split(",")] if overrides else [int(cfg.data.batch_size)]
+        flops = training_flops_per_image(experiment)
+        hours = [b * cfg.trainer.max_steps * flops / rate / 3600 for b in batches]
+        rows.append(f"| {what} | `{command(experiment, overrides)}` | {runs_of(cfg, overrides)} | "
+                    f"{'/'.join(map(str, batches))} × {cfg.trainer.max_steps:,} | {flops / 1e12:.3f} | "
+                    f"{' / '.join(f'{h:,.0f}' for h in hours)} |")
+    return (f"Expected hours per run at the paper's measured throughput ({PAPER_IMAGES_PER_SECOND:.0f} images/s of "
+            f"U-ViT-S/2 at batch 32, i.e. {rate / 1e12:.1f} TFLOP/s sustained; `scalelong/paper_scale.py`), one run "
+            "being one seed of one setting; the job runs on 8 GPUs per the command (the paper's rate is for its "
+            "own, unnamed, hardware):\n\n" + "\n".join(rows))

@@ -1,0 +1,153 @@
+"""The CPU reproduction (issue 10): its sweeps compose, its decision rule, and a miniature of the whole
+pipeline — ``scripts/cpu_reproduction.py`` trains a 2-setting × 2-seed sweep, writes the report with every
+section, and both notebooks execute on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from scalelong.config import compose
+from scalelong.eval.speedup import Curve
+from scalelong.kappa_range import num_skips_of
+from scalelong.reproduction import SWEEPS, Check, Stat, compare, crossing_step, stat, verdict
+from scalelong.sweeps import sweep_size
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ["## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Claim 5", "## Claim 6",
+            "## Stability frontier", "## Samples", "## Measured budget", "## Raw per-run summaries"]
+# 2 settings (none, ls) × 2 seeds of the main sweep, shallow UNet, batch 16, 100 steps.
+MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch_size=16", "trainer.max_steps=100",
+             "trainer.val_check_interval=100", "optim.warmup_steps=10", "callbacks.fid.every_n_steps=25",
+             "callbacks.fid.num_samples=128", "callbacks.checkpoint.every_n_train_steps=100",
+             "callbacks.kappa.every_n_steps=50", "callbacks.samples.num_samples=16"]
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_repro_sweep_composes_with_its_documented_size(name: str, tmp_path: Path) -> None:
+    runs = {"main": 60, "kappa": 6, "lr": 18}[name]  # the numbers in conf/experiment/repro_cpu_<name>.yaml
+    cfg = compose([f"experiment=repro_cpu_{name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    multirun = tmp_path / "multirun.yaml"
+    multirun.write_text(json.dumps({"hydra": {"overrides": {"task": [f"{k}={v}" for k, v in params.items()]}}}))
+    assert sweep_size(multirun) == runs
+    assert list(params)[0] == "seed" and params.seed == "0,1,2"
+    assert (cfg.data.image_size, cfg.model.img_size, cfg.model.ch, cfg.trainer.max_steps) == (8, 8, 16, 600)
+    assert cfg.callbacks.fid.every_n_steps == 75 and cfg.callbacks.features.every_n_steps == 10
+
+
+def test_the_shallow_and_deep_unets_have_6_and_12_lscs() -> None:
+    for blocks, skips in ((1, 6), (3, 12)):
+        cfg = compose(["experiment=repro_cpu", f"model.num_res_blocks={blocks}"])
+        assert num_skips_of(cfg.model) == skips
+
+
+def test_a_comparison_holds_only_when_the_seed_intervals_separate() -> None:
+    assert stat([1.0, 2.0, 3.0]) == Stat(2.0, 1.0, 3, 0)
+    assert stat([1.0, math.inf, 3.0]) == Stat(2.0, math.sqrt(2), 2, 1)
+    assert compare(Stat(1.0, 0.2, 3), Stat(2.0, 0.3, 3)) == "<"
+    assert compare(Stat(1.0, 0.6, 3), Stat(2.0, 0.5, 3)) == "?"  # 1.6 > 1.5: the intervals overlap
+    assert compare(Stat(1.0, 0.0, 1), Stat(2.0, 0.0, 3)) == "?"  # one seed decides nothing
+    assert compare(Stat(math.nan, math.nan, 0, diverged=3), Stat(5.0, 1.0, 3)) == ">"  # all diverged: worst
+    holds = Check("a < b", Stat(1.0, 0.1, 3), Stat(2.0, 0.1, 3), "<")
+    opposite = Check("b < a", Stat(2.0, 0.1, 3), Stat(1.0, 0.1, 3), "<")
+    unclear = Check("a < b", Stat(1.0, 1.0, 3), Stat(2.0, 1.0, 3), "<")
+    threshold = Check("speed-up > 1.5", Stat(2.0, 0.2, 3), 1.5, ">")
+    assert [c.outcome for c in (holds, opposite, unclear, threshold)] == ["holds", "opposite", "unclear", "holds"]
+    assert verdict([holds, threshold])[0] == "reproduced"
+    assert verdict([opposite, unclear])[0] == "not reproduced"
+    assert verdict([holds, opposite])[0] == "inconclusive at this scale"
+    assert verdict([Check("x", Stat(math.nan, math.nan, 0), 1.0, "<")]) == (
+        "inconclusive at this scale", "the runs it needs are missing")
+
+
+def test_steps_to_a_target_fid_are_interpolated_between_measurements() -> None:
+    curve = Curve(np.array([50, 100, 150, 200]), np.array([10.0, 6.0, 2.0, 3.0]))
+    assert crossing_step(curve, 4.0) == 125.0  # half-way from 6 to 2
+    assert crossing_step(curve, 12.0) == 50.0  # already reached at the first measurement
+    assert crossing_step(curve, 2.5) == pytest.approx(143.75) and crossing_step(curve, 1.0) is None
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(sweep root, report) of the one-command driver on the miniature sweep."""
+    tmp = tmp_path_factory.mktemp("repro")
+    report = tmp / "docs" / "cpu_reproduction.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
+                           "--report", str(report), "--sweeps", "main", "--jobs", "1", "--", *MINIATURE],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "sweeps", report
+
+
+@pytest.mark.slow
+def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(miniature) -> None:
+    root, report = miniature
+    text = report.read_text()
+    positions = [text.find(heading) for heading in SECTIONS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), dict(zip(SECTIONS, positions))
+    assert text.count("**Verdict: ") == 6
+    with open(report.parent / "cpu_reproduction" / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["scaler"], r["seed"]) for r in rows) == [("ls", "0"), ("ls", "1"), ("none", "0"), ("none", "1")]
+    assert all(r["status"] == "completed" and 0 < float(r["final_fid"]) < 500 for r in rows)
+    assert all(float(r["feat_level_mrc"]) > 0 and float(r["grad_mrc"]) > 0 for r in rows)
+    ls = [r for r in rows if r["scaler"] == "ls"]
+    assert all(0 < float(r["ls_fit_kappa"]) < 2 for r in ls)
+    with open(report.parent / "cpu_reproduction" / "fid_curves.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+    assert "(n=2)" in text  # every number carries its seeds
+    (record,) = json.loads((root / "budget.json").read_text())
+    assert record["sweep"] == "main" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
+    assert "| main | 1 |" in text  # the budget table reports the sweep's measured minutes
+    for figure in ("oscillation", "fid_curves", "speedup", "fid_gain", "ls_kappa"):
+        assert (report.parent / "cpu_reproduction" / f"{figure}.png").stat().st_size > 5000, figure
+
+
+def execute(notebook: Path) -> dict:
+    """Run every code cell of ``notebook`` in one namespace (as a kernel would, top to bottom)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    namespace: dict = {}
+    for k, cell in enumerate(cells):
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), f"{notebook.name}[{k}]", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("name", ["oscillation_analysis", "kappa_selection", "theory_checks"])
+def test_notebooks_are_stored_without_outputs(name: str) -> None:
+    cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+
+
+@pytest.mark.slow
+def test_the_oscillation_notebook_executes_on_the_miniature(miniature, monkeypatch) -> None:
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SCALELONG_REPRO_DIR", str(miniature[0]))
+    ns = execute(ROOT / "notebooks" / "oscillation_analysis.ipynb")
+    assert len(ns["sweep"].results) == 4 and ns["sweep"].cells == [(6, 16)]
+    assert [s.title[:7] for s in ns["claims"]] == [f"Claim {k}" for k in range(1, 7)]
+    assert ns["table"][("ls", 6, 16)]["feat_level_mrc"].n == 2
+    assert len(ns["levels"].axes) >= 6 and ns["curves"] is not None
+
+
+@pytest.mark.slow
+def test_the_kappa_notebook_gives_the_sec41_range_and_the_learned_ls_curve(miniature, monkeypatch) -> None:
+    matplotlib.use("Agg")
+    monkeypatch.setenv("SCALELONG_REPRO_DIR", str(miniature[0]))
+    ns = execute(ROOT / "notebooks" / "kappa_selection.ipynb")
+    assert 1.0 < ns["stats"].mean < ns["stats"].high < 5.0
+    low, high = ns["ranges"][12]
+    assert 0.2 < low < 0.5 < high < 0.8  # the sweep's kappa = 0.5 lies inside the range for the digits
+    assert list(ns["learned"]) == [(6, 16)] and len(ns["learned"][(6, 16)]) == 6
