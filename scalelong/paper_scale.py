@@ -15,31 +15,26 @@ import math
 from functools import cache
 
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from scalelong.config import compose
+from scalelong.config import CONF_DIR, compose
 
 # Paper Sec. 5.1: "standard UViT trained for 15.6 hours (500 k steps)" at batch 32 (CIFAR-10, U-ViT-S/2).
 PAPER_IMAGES_PER_SECOND = 500_000 * 32 / (15.6 * 3600)
 PAPER_THROUGHPUT_MODEL = "cifar10_uvit_s2"
 SEEDS = "seed=0,1,2"
-# One command per table or figure: experiment -> (what it reproduces, overrides besides the seeds).
-TABLES = {
-    "table1_cifar10": ("Table 1, Fig. 5 (CIFAR-10, none/uniform/cs/ls)", ""),
-    "table1_cifar10 data.batch_size=32,64": ("Fig. 5-6 at batch 32 and 64", "data.batch_size=32,64"),
-    "table2_ls_modules": ("Table 2 (LS modules)", ""),
-    "table2_ls_ratio": ("Table 2 (LS ratio r)", ""),
-    "table2_ls_activation": ("Table 2 (LS activation)", ""),
-    "table3_baselines": ("Table 3 (residual-branch baselines)", ""),
-    "table4_order": ("Table 4 (direction of κ_i)", ""),
-    "fig13_kappa": ("Fig. 13 (κ from 0.3 to 1.2)", ""),
-    "celeba64_uvit_s4": ("CelebA 64 (U-ViT-S/4, cs)", ""),
-    "imagenet64_uvit_m4": ("ImageNet 64 (U-ViT-M/4, cs)", ""),
-    "imagenet64_uvit_l4": ("ImageNet 64 (U-ViT-L/4, cs)", ""),
-    "cifar10_unet_ddpm": ("DDPM conv UNet on CIFAR-10 (cs)", ""),
-}
+
+
+def load_tables() -> dict[str, tuple[str, str]]:
+    """``conf/paper_scale.yaml`` as {"experiment overrides": (what it reproduces, overrides besides the seeds)}."""
+    entries = yaml.safe_load((CONF_DIR / "paper_scale.yaml").read_text())
+    return {f"{e['experiment']} {e.get('overrides', '')}".strip(): (e["what"], e.get("overrides", "")) for e in entries}
+
+
+TABLES = load_tables()
 
 
 def training_flops_per_image(experiment: str) -> float:
