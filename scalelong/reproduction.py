@@ -703,10 +703,12 @@ def budget(results: Sequence[RunResult], root: Path) -> str:
             for (n, b), v in sorted(groups.items())]
     total = sum(sum(v) for v in groups.values())
     text = (_table(["cell", "runs", "wall minutes per run (mean)", "run-minutes"], rows)
-            + f"\n\nSum over runs: {total:.0f} run-minutes of wall time (each run one thread, two at a time).")
+            + f"\n\nSum over runs: {total:.0f} run-minutes of wall time (each run one thread, two at a time); "
+            "wall time depends on what else shares the cores.")
     records = json.loads((root / BUDGET_FILE).read_text()) if (root / BUDGET_FILE).is_file() else []
     if records:
-        text += "\n\nPer sweep, as `scripts/cpu_reproduction.py` measured it (CPU = its processes' user + system):\n\n"
+        text += ("\n\nPer sweep, as `scripts/cpu_reproduction.py` measured it (CPU = its processes' user + system, "
+                 "which does not depend on other jobs):\n\n")
         text += _table(["sweep", "parallel jobs", "wall minutes", "CPU minutes", "exit"],
                        [[r["sweep"], r["jobs"], f"{r['wall_minutes']:.1f}", f"{r['cpu_minutes']:.1f}", r["exit"]]
                         for r in records])
