@@ -639,7 +639,8 @@ GROUPNORM_CAVEAT = (
     "the paper's backbone, merges with Linear(cat[h, κ_i·s_i]) and no normalisation, so κ_i acts fully there. This "
     "is the most likely reason why every scaler here, including κ = 1.2 (κ_12 = 7.4), lands close to `none`: the "
     "measurements test LSC scaling in a network that largely normalises it away, not the paper's U-ViT. The same "
-    "invariance leaves LS's gate with almost no gradient, which fits its learned κ_i staying flat at about 0.5."
+    "invariance removes the common scale of LS's per-channel gate (its channel average, which is what the Fig. 7 "
+    "readout measures) from those branches, which fits its learned κ_i staying flat at about 0.5."
 )
 
 
