@@ -151,3 +151,26 @@ def test_the_kappa_notebook_gives_the_sec41_range_and_the_learned_ls_curve(minia
     low, high = ns["ranges"][12]
     assert 0.2 < low < 0.5 < high < 0.8  # the sweep's kappa = 0.5 lies inside the range for the digits
     assert list(ns["learned"]) == [(6, 16)] and len(ns["learned"][(6, 16)]) == 6
+
+
+@pytest.mark.parametrize(("scaler", "cancels"), [(["uniform"], True), (["cs", "cs_kappa=1.2"], True),
+                                                 (["cs", "cs_kappa=0.5"], False)])
+def test_the_report_s_groupnorm_note_the_innermost_merge_normalises_kappa_away(scaler, cancels) -> None:
+    """The report's GroupNorm note: in the deep repro UNet the first decoder GroupNorm sees the same input up to the
+    scale of the skip's groups, so its output is κ-free unless κ²·F(s) falls below GroupNorm's eps (cs, κ = 0.5)."""
+    import torch
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    overrides = ["experiment=repro_cpu", "model.num_res_blocks=3"]
+    none = instantiate(compose([*overrides, "scaler=none"]).model)
+    scaled = instantiate(compose([*overrides, f"scaler={scaler[0]}", *scaler[1:]]).model)
+    scaled.load_state_dict(none.state_dict(), strict=False)  # the same weights (cs/uniform have no parameters)
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 200, 500, 900])
+    outputs = []
+    for model in (none, scaled):
+        model.output_blocks[0][0].norm1.register_forward_hook(lambda m, i, o: outputs.append(o))
+        with torch.no_grad():
+            model(x, t)
+    difference = float((outputs[0] - outputs[1]).abs().max())
+    assert (difference < 0.01) if cancels else (difference > 1.0), difference
