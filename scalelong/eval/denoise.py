@@ -35,46 +35,49 @@ from scalelong.diffusion import Diffusion, EpsModel
 
 
 class WienerDenoiser:
-    """The linear MMSE estimate of x_0 from x_t, from the mean and covariance of ``data`` (N×C×H×W)."""
+    """The linear MMSE estimate of x_0 from x_t, from the mean and covariance of ``data`` (N×C×H×W),
+    plus ``ridge``·I on the covariance (0 by default; a small ridge keeps a class with fewer images than
+    pixels invertible)."""
 
-    def __init__(self, data: Tensor) -> None:
+    def __init__(self, data: Tensor, ridge: float = 0.0) -> None:
         flat = data.flatten(1).double()  # (N, D)
         self.mean = flat.mean(0)
         centred = flat - self.mean
-        self.cov = centred.T @ centred / (len(flat) - 1)  # (D, D)
+        self.cov = centred.T @ centred / (len(flat) - 1) + ridge * torch.eye(flat.shape[1], dtype=torch.float64)
+
+    def marginal_cov(self, alpha_bar: float) -> Tensor:
+        """Covariance of x_t = √ᾱ x_0 + √(1-ᾱ) ε: ᾱΣ + (1-ᾱ)I."""
+        return alpha_bar * self.cov + (1 - alpha_bar) * torch.eye(self.cov.shape[0], dtype=torch.float64)
+
+    def estimate(self, flat: Tensor, alpha_bar: float) -> Tensor:
+        """The estimate for x_t flattened to (B, D) in float64."""
+        a = alpha_bar**0.5
+        gain = torch.linalg.solve(self.marginal_cov(alpha_bar), a * self.cov).T  # √ᾱ Σ (ᾱΣ + (1-ᾱ)I)⁻¹
+        return self.mean + (flat - a * self.mean) @ gain.T
 
     def __call__(self, x_t: Tensor, alpha_bar: float) -> Tensor:
-        a = alpha_bar**0.5
-        d = self.cov.shape[0]
-        identity = torch.eye(d, dtype=torch.float64)
-        gain = a * self.cov @ torch.linalg.inv(alpha_bar * self.cov + (1 - alpha_bar) * identity)
-        flat = x_t.flatten(1).double() - a * self.mean  # (B, D)
-        return (self.mean + flat @ gain.T).view_as(x_t).to(x_t.dtype)
+        return self.estimate(x_t.flatten(1).double(), alpha_bar).view_as(x_t).to(x_t.dtype)
 
 
 class ClassGaussianDenoiser:
     """The posterior mean E[x_0 | x_t] when x_0 is drawn from a mixture of one Gaussian per class.
 
-    Fitted to ``data`` (N×C×H×W) and its integer ``labels``: the class weights, means and covariances
-    (plus ``ridge``·I, so that a class with fewer images than pixels stays invertible). The estimate is
-    the responsibility-weighted sum of each class's Wiener filter; with one class it is the filter.
+    Fitted to ``data`` (N×C×H×W) and its integer ``labels``: each class's weight and Wiener filter
+    (covariance plus ``ridge``·I). The estimate is the responsibility-weighted sum of the classes'
+    filters; with one class it is the filter.
     """
 
     def __init__(self, data: Tensor, labels: Tensor, ridge: float = 1e-4) -> None:
-        flat = data.flatten(1).double()
-        eye = torch.eye(flat.shape[1], dtype=torch.float64)
-        members = [flat[labels == c] for c in labels.unique().tolist()]
-        self.classes = [(len(x) / len(flat), x.mean(0), torch.cov(x.T) + ridge * eye) for x in members]
+        self.classes = [((labels == c).sum().item() / len(labels), WienerDenoiser(data[labels == c], ridge))
+                        for c in labels.unique().tolist()]
 
     def __call__(self, x_t: Tensor, alpha_bar: float) -> Tensor:
-        a = alpha_bar**0.5
         flat = x_t.flatten(1).double()
-        eye = torch.eye(flat.shape[1], dtype=torch.float64)
         log_weights, means = [], []
-        for weight, mean, cov in self.classes:
-            marginal = alpha_bar * cov + (1 - alpha_bar) * eye  # covariance of x_t given the class
-            log_weights.append(math.log(weight) + MultivariateNormal(a * mean, marginal).log_prob(flat))
-            means.append(mean + (flat - a * mean) @ torch.linalg.solve(marginal, a * cov).T)
+        for weight, wiener in self.classes:
+            likelihood = MultivariateNormal(alpha_bar**0.5 * wiener.mean, wiener.marginal_cov(alpha_bar))
+            log_weights.append(math.log(weight) + likelihood.log_prob(flat))
+            means.append(wiener.estimate(flat, alpha_bar))
         responsibility = torch.softmax(torch.stack(log_weights, 1), 1)  # (B, K)
         estimate = (responsibility.unsqueeze(-1) * torch.stack(means, 1)).sum(1)
         return estimate.view_as(x_t).to(x_t.dtype)
