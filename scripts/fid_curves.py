@@ -76,6 +76,11 @@ STUDIES: dict[str, dict[str, list[str]]] = {
                               f"{EVERY}=1500"],
         "uvit_small": ["model=uvit_small", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=3000", f"{EVERY}=1000"],
         "uvit_deep": ["model=uvit_deep", *PRESET_BASE, "optim.lr=2e-3", "trainer.max_steps=900", f"{EVERY}=300"],
+        # Longer runs, after the curves above were still falling: EMA 0.999 (a window of ~1,000 steps) for 10k steps.
+        "uvit_small_10k": ["model=uvit_small", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=2e-3",
+                           "trainer.max_steps=10000", f"{EVERY}=2000"],
+        "uvit_deep_10k": ["model=uvit_deep", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=2e-3",
+                          "trainer.max_steps=10000", f"{EVERY}=2000"],
     },
 }
 
