@@ -1,5 +1,7 @@
 """The config tree: every experiment composes, paper settings match SPEC §3, run names."""
 
+import importlib.util
+
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -129,3 +131,31 @@ def test_the_slurm_launcher_requests_the_trainers_gpus():
     all_gpus = compose(["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)  # devices: -1
     with pytest.raises(Exception, match="set the count, e.g. trainer.devices=8"):
         OmegaConf.to_container(all_gpus.hydra.launcher, resolve=True)
+
+
+def _fid_curves_studies() -> dict:
+    spec = importlib.util.spec_from_file_location("fid_curves", CONF_DIR.parent / "scripts" / "fid_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.STUDIES
+
+
+# Display switches and the run's name and paths are not part of a recipe.
+NOT_RECIPE = ("run_name", "paths", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+
+
+@pytest.mark.parametrize("experiment,recipe", [("fmnist_unet_small", "unet_small"),
+                                               ("fmnist_uvit_small", "uvit_small_10k"),
+                                               ("fmnist_uvit_deep", "uvit_deep_10k")])
+def test_each_preset_experiment_is_the_recipe_docs_generation_measured(experiment, recipe):
+    """`experiment=fmnist_<preset>` composes to the config of the measured run (scripts/fid_curves.py presets)."""
+    measured = OmegaConf.to_container(compose(_fid_curves_studies()["presets"][recipe]))
+    documented = OmegaConf.to_container(compose([f"experiment={experiment}"]))
+    for key in NOT_RECIPE:
+        *parents, leaf = key.split(".")
+        for cfg in (measured, documented):
+            node = cfg
+            for p in parents:
+                node = node[p]
+            node.pop(leaf)
+    assert documented == measured
