@@ -90,29 +90,35 @@ def run_dir(study: str, recipe: str) -> Path:
 
 
 def train(study: str, recipe: str, overrides: list[str], every: int) -> None:
-    """Train the recipe (skipped when its last checkpoint exists) and record the launch time."""
+    """Train the recipe (skipped once it has finished; an interrupted run resumes) and record the launch time."""
     out = run_dir(study, recipe)
-    meta = out / "launch.json"
-    if (out / "checkpoints" / "last.ckpt").is_file() and meta.is_file():
+    meta_path = out / "launch.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if "finished" in meta:
         log.info("%s/%s: already trained", study, recipe)
         return
     out.mkdir(parents=True, exist_ok=True)
-    launched = time.time()
-    meta.write_text(json.dumps({"launched": launched, "overrides": overrides}))
+    resume = "launched" in meta and (out / "checkpoints" / "last.ckpt").is_file()
+    if resume:  # wall times from launch now include the time the run was down; the report says so
+        meta.setdefault("resumed", []).append(time.time())
+    else:
+        meta = {"launched": time.time(), "overrides": overrides}
+    meta_path.write_text(json.dumps(meta))
     interval = [] if any(o.startswith(f"{EVERY}=") for o in overrides) else [f"{EVERY}={every}"]
     cmd = [str(BIN / "scalelong-train"), *overrides, f"run_name={run_dir(study, recipe).name}", *interval,
-           "ckpt_path=null"]
+           f"ckpt_path={'auto' if resume else 'null'}"]
     log.info("%s", " ".join(cmd))
-    with open(out / "stdout.log", "w") as f:
+    with open(out / "stdout.log", "a" if resume else "w") as f:
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
-    meta.write_text(json.dumps({"launched": launched, "finished": time.time(), "overrides": overrides}))
+    meta_path.write_text(json.dumps({**meta, "finished": time.time()}))
 
 
 def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int | None,
           guidance: float = 1.0) -> list[dict]:
     """FID/KID of every checkpoint of the recipe; rows sorted by step."""
     out = run_dir(study, recipe)
-    launched = json.loads((out / "launch.json").read_text())["launched"]
+    meta = json.loads((out / "launch.json").read_text())
+    launched, resumed = meta["launched"], meta.get("resumed", [])
     rows = []
     for ckpt in sorted((out / "checkpoints").glob("step*.ckpt")):
         step = int(re.sub(r"\D", "", ckpt.stem))
@@ -128,7 +134,9 @@ def score(study: str, recipe: str, samples: int, sampler: str | None, steps: int
         res = json.loads(result.read_text())
         fid_key = next(k for k in res["metrics"] if k.startswith("fid"))
         kid_key = next(k for k in res["metrics"] if k.startswith("kid"))
-        rows.append({"step": step, "wall_s": ckpt.stat().st_mtime - launched, "metric": fid_key,
+        written = ckpt.stat().st_mtime
+        rows.append({"step": step, "wall_s": written - launched, "resumed": any(r < written for r in resumed),
+                     "metric": fid_key,
                      "fid": res["metrics"][fid_key], "kid": res["metrics"][kid_key], "kid_std": res["kid_std"]})
     return sorted(rows, key=lambda r: r["step"])
 
@@ -164,7 +172,8 @@ def report(study: str, results: dict[str, dict], command: str) -> Path:
         if not rows:
             continue
         for r in rows:
-            lines.append(f"| {recipe} | {r['step']} | {r['wall_s']:.0f} | {r['fid']:.1f} | "
+            wall = f"{r['wall_s']:.0f}" + (" (resumed, includes downtime)" if r.get("resumed") else "")
+            lines.append(f"| {recipe} | {r['step']} | {wall} | {r['fid']:.1f} | "
                          f"{r['kid']:.2f} ± {r['kid_std']:.2f} |")
         axes[0].plot([r["step"] for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
         axes[1].plot([r["wall_s"] / 60 for r in rows], [r["fid"] for r in rows], marker="o", label=recipe)
