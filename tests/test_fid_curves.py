@@ -1,19 +1,13 @@
 """scripts/fid_curves.py: a finished recipe is skipped, an interrupted one resumes instead of being scored as done."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fid_curves.py"
-
 
 @pytest.fixture
-def fid_curves(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("fid_curves_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def fid_curves(fid_curves_script, tmp_path, monkeypatch):
+    module = fid_curves_script
     monkeypatch.setattr(module, "ROOT", tmp_path)
     calls = []
 
