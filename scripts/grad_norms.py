@@ -12,6 +12,7 @@ import argparse
 import torch
 from torchvision.datasets import FashionMNIST
 
+from scalelong.callbacks.gradients import block_grad_norms
 from scalelong.lit import load_checkpoint
 
 
@@ -37,8 +38,7 @@ def main() -> None:
         loss = (per_sample * module.diffusion.loss_weights(t)).mean()
         module.model.zero_grad()
         loss.backward()
-        grads = [p.grad for p in module.model.parameters() if p.grad is not None]
-        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(q) for q in grads])).item())
+        norms.append(block_grad_norms(module.model)["total"])
     print(f"gradient norm over {len(norms)} batches of {args.batch_size}: "
           f"mean {sum(norms) / len(norms):.3f}, min {min(norms):.3f}, max {max(norms):.3f}")
 
