@@ -87,6 +87,10 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         "uvit_deep_stable": ["model=uvit_deep", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=1e-3",
                              "optim.betas=[0.9,0.99]", "trainer.gradient_clip_val=0.5", "trainer.max_steps=10000",
                              f"{EVERY}=2000"],
+        # The same guards at uvit_deep_10k's lr 2e-3, which was ahead of uvit_small at 4k steps before its spike.
+        "uvit_deep_guarded": ["model=uvit_deep", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=2e-3",
+                              "optim.betas=[0.9,0.99]", "trainer.gradient_clip_val=0.5", "trainer.max_steps=10000",
+                              f"{EVERY}=2000"],
     },
 }
 
