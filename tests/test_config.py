@@ -137,7 +137,7 @@ NOT_RECIPE = ("run_name", "paths", "trainer.enable_progress_bar", "trainer.enabl
 
 @pytest.mark.parametrize("experiment,recipe", [("fmnist_unet_small", "unet_small"),
                                                ("fmnist_uvit_small", "uvit_small_10k"),
-                                               ("fmnist_uvit_deep", "uvit_deep_stable")])
+                                               ("fmnist_uvit_deep", "uvit_deep_guarded")])
 def test_each_preset_experiment_is_the_recipe_docs_generation_measured(experiment, recipe, fid_curves_script):
     """`experiment=fmnist_<preset>` composes to the config of the measured run (scripts/fid_curves.py presets)."""
     measured = compose(fid_curves_script.STUDIES["presets"][recipe])
