@@ -52,6 +52,10 @@ PRESET_BASE = ["data=fashion_mnist", "data.val_size=512", "data.batch_size=32", 
                "callbacks.samples.guidance_scale=2", "trainer.enable_progress_bar=false",
                "trainer.enable_model_summary=false"]
 
+# The 10k-step presets' schedule, and the two guards against uvit_deep's loss spike (see "presets" below).
+LONG = ["callbacks.ema.decay=0.999", "trainer.max_steps=10000", f"{EVERY}=2000"]
+SPIKE_GUARDS = ["optim.betas=[0.9,0.99]", "trainer.gradient_clip_val=0.5"]
+
 STUDIES: dict[str, dict[str, list[str]]] = {
     # What was tried for `make demo` (about 5 minutes of training on 2 cores each).
     "demo": {
@@ -84,14 +88,10 @@ STUDIES: dict[str, dict[str, list[str]]] = {
         # uvit_deep_10k's loss spiked at step ~4,950 (0.03 -> 0.5, then a plateau near 0.05) and its FID went from
         # 104 at 4k steps to 372 at 6k. Half the lr, Adam beta2 0.99 (the second moment forgets a quiet stretch
         # sooner) and a gradient-norm clip at 0.5 (about 6x the typical norm, 0.08 at step 4k: it cuts spikes only).
-        "uvit_deep_stable": ["model=uvit_deep", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=1e-3",
-                             "optim.betas=[0.9,0.99]", "trainer.gradient_clip_val=0.5", "trainer.max_steps=10000",
-                             f"{EVERY}=2000"],
+        "uvit_deep_stable": ["model=uvit_deep", *PRESET_BASE, *LONG, *SPIKE_GUARDS, "optim.lr=1e-3"],
         # The same guards at uvit_deep_10k's lr 2e-3, which was ahead of uvit_small at 4k steps before its spike.
         # It ran through (19.4 at 10k against uvit_deep_stable's 24.3) and is experiment=fmnist_uvit_deep.
-        "uvit_deep_guarded": ["model=uvit_deep", *PRESET_BASE, "callbacks.ema.decay=0.999", "optim.lr=2e-3",
-                              "optim.betas=[0.9,0.99]", "trainer.gradient_clip_val=0.5", "trainer.max_steps=10000",
-                              f"{EVERY}=2000"],
+        "uvit_deep_guarded": ["model=uvit_deep", *PRESET_BASE, *LONG, *SPIKE_GUARDS, "optim.lr=2e-3"],
     },
 }
 
