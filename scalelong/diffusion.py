@@ -1,4 +1,4 @@
-"""The diffusion objective and sampling: discrete DDPM with ε-prediction (SPEC §3).
+"""The diffusion objective and sampling: discrete DDPM with ε-prediction (paper App. A; Ho et al. 2020).
 
 Forward process (Ho et al. 2020, Eq. 4; ScaleLong paper Eq. (1)-(2)):
 
@@ -8,7 +8,7 @@ with timesteps t ∈ {0, ..., T-1} (0-indexed, as in diffusers). The network lea
 simple loss of Ho et al. 2020, Eq. (14), kept per sample. Sampling is delegated to diffusers'
 schedulers, configured with exactly our β so that their ᾱ_t equals ours.
 
-The two samplers of the U-ViT/ScaleLong evaluation protocol (SPEC §3) work in continuous time
+The two samplers of the U-ViT/ScaleLong evaluation protocol (paper App. A, docs/paper_settings.md) work in continuous time
 t_c ∈ (0, 1] of the VP-SDE: discrete step k is continuous time t_c = (k + 1)/T, and ᾱ between steps
 is interpolated in log ᾱ (log ᾱ = 0 at t_c = 0). For the linear schedule this is close to U-ViT's
 VP-SDE with β(t_c) = 0.1 + 19.9 t_c: |Δ log ᾱ| ≤ 0.07, relative ≤ 0.7% for t_c ≥ 0.1 (near t_c = 0

@@ -71,7 +71,7 @@ def spectral_norm_jacobian(
 def input_sensitivity(
     model: Callable[[Tensor], Tensor], x: Tensor, sigma: float, generator: torch.Generator | None = None
 ) -> float:
-    """Mean over samples of ‖net(x + δ) − net(x)‖/‖δ‖ for δ ~ N(0, σ²I) (Thm 3.4, SPEC §4)."""
+    """Mean over samples of ‖net(x + δ) − net(x)‖/‖δ‖ for δ ~ N(0, σ²I) (Thm 3.4, docs/metrics.md "Robustness")."""
     delta = sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     change = (model(x + delta) - model(x)).flatten(1).norm(dim=1)
     return float((change / delta.flatten(1).norm(dim=1)).mean())

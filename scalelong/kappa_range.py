@@ -1,4 +1,4 @@
-"""Choosing κ for constant scaling (``cs``, κ_i = κ^(i−1)) from the data: paper Sec. 4.1, SPEC §1.
+"""Choosing κ for constant scaling (``cs``, κ_i = κ^(i−1)) from the data: paper Sec. 4.1.
 
 Thm 3.1 says the UNet output has squared norm of order ‖x_t‖²·Σ_i κ_i², and the target of
 ε-prediction is ε_t, so Σ_{i=1..N} κ^(2(i−1)) should be about r_t = ‖ε_t‖²/‖x_t‖². r_t is
@@ -41,7 +41,7 @@ RULES = ("geometric", "arithmetic", "low", "high")
 
 @dataclass(frozen=True)
 class NoiseRatioStats:
-    """Noise ratio r_t = ‖ε_t‖²/‖x_t‖² over data and uniform timesteps (paper Fig. 3a–b, SPEC §4).
+    """Noise ratio r_t = ‖ε_t‖²/‖x_t‖² over data and uniform timesteps (paper Fig. 3a–b, docs/metrics.md "Noise ratio").
 
     Attributes:
         ratios: every sampled r_t (float64, one per (image, t) pair).

@@ -1,4 +1,4 @@
-"""The LightningModule: ε-prediction training of a backbone (SPEC §3), and checkpoint loading.
+"""The LightningModule: ε-prediction training of a backbone (paper App. A), and checkpoint loading.
 
 Training is AdamW with linear warm-up then a constant learning rate; EMA of the weights is
 Lightning's ``EMAWeightAveraging`` callback, which swaps the EMA weights in for validation and

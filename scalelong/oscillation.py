@@ -1,4 +1,4 @@
-"""Oscillation statistics of logged series (SPEC §4 "Oscillation"; paper Fig. 1, Thm 3.1, 3.3).
+"""Oscillation statistics of logged series (docs/metrics.md; paper Fig. 1, Thm 3.1, 3.3).
 
 A series is the sequence of values of one measured quantity at its logging steps, e.g. the
 feature energy F_i of skip i or the gradient norm G_b of block b. Its oscillation over a window

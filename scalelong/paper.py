@@ -1,7 +1,7 @@
 """The paper's training and evaluation settings as the composed configs state them (issue 8).
 
 :func:`settings` reads one paper experiment's composed config into the quantities the paper and
-the official U-ViT/ScaleLong code fix (SPEC §3, paper Table 6): global batch, optimiser, warm-up,
+the official U-ViT/ScaleLong code fix (paper App. A, Table 6): global batch, optimiser, warm-up,
 steps, EMA, precision, κ, the LS ratios, label handling and the evaluation protocol.
 :func:`render` turns them into ``docs/paper_settings.md`` (``python scripts/paper_settings.py``).
 """

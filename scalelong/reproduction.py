@@ -376,7 +376,7 @@ def oscillation_section(sweep: Sweep) -> Section:
                                         "<", f"{name} oscillation reduced by cs and ls"))
     feat_rstd = lambda r: r.oscillation.get("feat_level_rstd", math.nan)  # noqa: E731
     grad_rstd = lambda r: r.oscillation.get("grad_rstd", math.nan)  # noqa: E731
-    body = ("Mean absolute relative change (mrc, SPEC §4) of the decoder-level feature energies F(h_i), averaged "
+    body = ("Mean absolute relative change (mrc, docs/metrics.md) of the decoder-level feature energies F(h_i), averaged "
             f"over levels, steps ≥ twice the warm-up:\n\n{_cell_table(sweep, feat)}\n\n"
             f"mrc of the per-block gradient norms, averaged over blocks, same steps:\n\n{_cell_table(sweep, grad)}"
             "\n\nrstd (std/mean, which also grows with a steady drift) of the feature energies:\n\n"

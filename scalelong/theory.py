@@ -1,4 +1,4 @@
-"""Numerical checks of ScaleLong's theory on the MLP-UNet of Eq. (3) (SPEC §2, §4).
+"""Numerical checks of ScaleLong's theory on the MLP-UNet of Eq. (3).
 
 Each check returns numbers (no printing, no plotting):
 
@@ -82,7 +82,7 @@ class ToyNets:
     """The MLP-UNets of Eq. (3) that a check compares: one per scaler, all with the same weights.
 
     ``block_gain`` γ sets the variance of each block's last matrix to γ/m, the expected factor by
-    which a block multiplies ‖·‖²: 2 is Kaiming N(0, 2/m) on every matrix (SPEC, the paper's
+    which a block multiplies ‖·‖²: 2 is Kaiming N(0, 2/m) on every matrix (the paper's
     assumption); 1 makes every block norm-preserving in expectation.
     """
 

@@ -1,4 +1,4 @@
-"""The stability callbacks (SPEC §4) on short CPU runs: keys, values, probe batch, hooks, wandb."""
+"""The stability callbacks (docs/metrics.md) on short CPU runs: keys, values, probe batch, hooks, wandb."""
 
 from __future__ import annotations
 

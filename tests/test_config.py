@@ -1,4 +1,4 @@
-"""The config tree: every experiment composes, paper settings match SPEC §3, run names."""
+"""The config tree: every experiment composes, paper settings match the paper (Table 6), run names."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Backbones: preset parameter counts (SPEC §2), skip order, scalers at the merge line,
+"""Backbones: preset parameter counts (the papers' Table 6 / official configs), skip order, scalers at the merge line,
 forward/backward for every backbone × scaler, determinism, hooks, configuration errors."""
 
 import pytest
@@ -9,7 +9,7 @@ from scalelong.errors import ConfigError
 from scalelong.models import MLPUNet, UNet, UViT
 from scalelong.scalers import SCALERS, LearnableScaling
 
-PAPER_PRESETS = {  # SPEC §2: preset -> (parameters, LSCs)
+PAPER_PRESETS = {  # paper presets: preset -> (parameters, LSCs)
     "uvit_s2_cifar10": (44.3e6, 6),
     "uvit_s4_celeba64": (44.3e6, 6),
     "uvit_m4_imagenet64": (130.9e6, 8),

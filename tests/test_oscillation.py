@@ -1,4 +1,4 @@
-"""Oscillation statistics on hand-made series (SPEC §4 "Oscillation")."""
+"""Oscillation statistics on hand-made series (docs/metrics.md)."""
 
 from __future__ import annotations
 

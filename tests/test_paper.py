@@ -11,7 +11,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "paper_settings.md"  # writ
 ALL = "all parameters"
 CIFAR = dict(batch=128, lr=2e-4, betas=(0.99, 0.999), warmup=2500, steps=500_000, kappa=0.5,
              model="uvit_s2_cifar10", final="fid50k_em1000")
-# Paper Table 6 / SPEC §3 and the official configs: global batch, lr, betas, warm-up, steps, κ; every
+# Paper Table 6 and the official configs: global batch, lr, betas, warm-up, steps, κ; every
 # paper run: AdamW weight decay 0.03 on every parameter, EMA 0.9999, fp16 mixed precision,
 # FID-10k (DPM-Solver fast, 50 calls) every 50k steps with the best checkpoint kept.
 PAPER = {

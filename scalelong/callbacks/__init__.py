@@ -1,4 +1,4 @@
-"""Lightning callbacks: sample grids and the stability measurements of SPEC §4.
+"""Lightning callbacks: sample grids and the stability measurements of docs/metrics.md.
 
 Stability callbacks (``callbacks=stability`` turns all of them on; keys in docs/metrics.md):
 

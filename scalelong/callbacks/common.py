@@ -26,7 +26,7 @@ from scalelong.errors import ConfigError
 
 @dataclass(frozen=True)
 class ProbeBatch:
-    """A fixed (x_0, t, ε) drawn once per run from the validation split (SPEC §4 "Probe batch").
+    """A fixed (x_0, t, ε) drawn once per run from the validation split (docs/metrics.md "Probe batch").
 
     ``y`` is the label tensor for class-conditional models and ``None`` otherwise; ``x_t`` is
     the forward process at (x_0, t, ε) (paper Eq. (1)), without the optional input noise.
@@ -121,5 +121,5 @@ def forward_hooks(hooks: Mapping[nn.Module, object], with_kwargs: bool = False) 
 
 
 def energy(h: torch.Tensor) -> float:
-    """Mean over the batch of ‖h‖²/numel(h) per sample (SPEC §4 "Feature energy")."""
+    """Mean over the batch of ‖h‖²/numel(h) per sample (Thm 3.1's ‖h_i‖², docs/metrics.md "Feature energy")."""
     return float(h.detach().float().pow(2).flatten(1).mean(dim=1).mean())

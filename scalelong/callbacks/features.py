@@ -1,6 +1,6 @@
 """Feature energies of the skips and decoder levels on the probe batch, and their oscillation.
 
-Implements SPEC §4 "Feature energy" and "Oscillation" (paper Fig. 1, Thm 3.1). Every
+Implements docs/metrics.md "Feature energy and oscillation" (paper Fig. 1, Thm 3.1). Every
 ``every_n_steps`` steps the probe batch runs once through the raw (non-EMA) training weights in
 eval mode without gradients, with forward hooks attached for that forward only:
 

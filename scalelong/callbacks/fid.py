@@ -1,4 +1,4 @@
-"""FID during training, and the best checkpoint by it (SPEC §4 "FID"; "Convergence speed-up" from FID
+"""FID during training, and the best checkpoint by it (docs/metrics.md "FID"; "Convergence speed-up" from FID
 at a fixed sample count).
 
 When fit starts, rank zero builds the feature extractor and the reference statistics of the training

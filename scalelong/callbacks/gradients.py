@@ -1,6 +1,6 @@
 """Per-block gradient norms on training batches, their oscillation, and loss spikes.
 
-Implements SPEC §4 "Gradient norm" and "Oscillation" (paper Thm 3.3, Fig. 1). The norms are
+Implements docs/metrics.md "Gradient norms, oscillation, loss spikes" (paper Thm 3.3, Fig. 1). The norms are
 read in ``on_before_optimizer_step``: in Lightning 2.6 the precision plugin calls that hook
 after the backward pass and, with AMP, after ``GradScaler.unscale_``, and clips gradients only
 after it returns (``Precision._after_closure``), so the norms are unscaled and unclipped. With

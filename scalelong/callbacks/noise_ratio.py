@@ -1,6 +1,6 @@
 """The noise ratio r_t = ‖ε_t‖²/‖x_t‖² of the training data, once per run (paper Fig. 3a–b).
 
-SPEC §4 "Noise ratio" and §1 "Choosing κ for cs" (paper Sec. 4.1). r_t depends on the data and
+docs/metrics.md "Noise ratio" (paper Fig. 3a–b) and the choice of κ for cs (paper Sec. 4.1). r_t depends on the data and
 the noise schedule only, not on the weights, so it is measured once when training starts (not
 again on resume) on ``num_images`` training images with ``n_t_per_image`` draws of (t, ε)
 each, using :func:`scalelong.kappa_range.noise_ratio_stats` with the callback's own generator.

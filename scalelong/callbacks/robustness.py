@@ -1,6 +1,6 @@
 """Input sensitivity and per-level Jacobian norms on the probe batch (paper Thm 3.4, App. Fig. 11).
 
-SPEC §4 "Robustness" and "M0". Every ``every_n_steps`` steps, with the raw training weights in
+docs/metrics.md "Robustness" (Thm 3.4, App. Fig. 11). Every ``every_n_steps`` steps, with the raw training weights in
 eval mode:
 
 ==============================  ===========================================================

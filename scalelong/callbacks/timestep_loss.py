@@ -1,6 +1,6 @@
 """ε-prediction loss of the training batch by quartile of the timestep t.
 
-Which noise levels the instability hurts (SPEC §4 complements; paper Sec. 3.3 argues a sensitive
+Which noise levels the instability hurts (complements docs/metrics.md; paper Sec. 3.3 argues a sensitive
 UNet gives an oscillating loss). Every ``every_n_steps`` steps, before the optimizer step, the
 training batch of that step is evaluated once more at the weights the step's loss was computed
 with, in eval mode without gradients, with the callback's own draws: sample j gets quartile

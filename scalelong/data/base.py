@@ -2,7 +2,7 @@
 
 A batch is ``(x, y)``: x float32 B×C×H×W in [-1, 1], y int64 (zeros for unconditional data).
 The validation loader serves a fixed subset of the held-out split, drawn once with a fixed seed,
-so that a validation loss or a probe batch (SPEC §4) changes only when the parameters change.
+so that a validation loss or a probe batch (docs/metrics.md "Probe batch") changes only when the parameters change.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fashion-MNIST (28×28×1, 10 classes): the default CPU-scale dataset (SPEC §2, §5).
+"""Fashion-MNIST (28×28×1, 10 classes): the default CPU-scale dataset (offline sources: README "Quickstart").
 
 The files are the four IDX files in torchvision's layout ``<root>/FashionMNIST/raw/``. When they are
 missing, they are unzipped from Debian's package ``dataset-fashion-mnist``

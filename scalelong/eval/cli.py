@@ -1,4 +1,4 @@
-"""``scalelong-eval``: FID and KID of a checkpoint's samples against its dataset (SPEC §4 "FID").
+"""``scalelong-eval``: FID and KID of a checkpoint's samples against its dataset (docs/metrics.md "FID").
 
     scalelong-eval ckpt=outputs/runs/fmnist_demo/checkpoints/last.ckpt n_samples=1000 sampler=dpm_solver steps=25
     scalelong-eval ckpt=... n_samples=10000 steps=50 extractor=inception save_samples=true

@@ -1,4 +1,4 @@
-"""Domain-feature FID for CPU-scale work (SPEC §4 "FID": a domain-feature FID must carry its own name).
+"""Domain-feature FID for CPU-scale work (docs/metrics.md "FID": a domain-feature FID carries its own name).
 
 A small CNN classifier is trained once on the dataset's training split; its penultimate activations play
 the role Inception's pool3 features play in the standard FID. The trained network is cached on disk as

@@ -1,4 +1,4 @@
-"""FID and KID from a feature extractor, and cached reference statistics (SPEC §4 "FID").
+"""FID and KID from a feature extractor, and cached reference statistics (docs/metrics.md "FID").
 
 FID is the Fréchet distance between Gaussians fitted to the features of two image sets,
 

@@ -1,4 +1,4 @@
-"""The standard FID feature network: Inception-v3 2015-12-05, 2048-d pool3 features (SPEC §4 "FID", §5).
+"""The standard FID feature network: Inception-v3 2015-12-05, 2048-d pool3 features (docs/metrics.md "FID").
 
 Where the weights come from, in order (:func:`load_inception`):
 

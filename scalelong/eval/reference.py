@@ -1,5 +1,5 @@
 """The reference side of FID and KID: a feature extractor, the statistics of a dataset split under it,
-and the checks of a sampling setting (SPEC §4 "FID").
+and the checks of a sampling setting (docs/metrics.md "FID").
 
 :class:`FIDReference` is what ``scalelong-eval`` (:mod:`scalelong.eval.cli`) and the training-time
 callback :class:`scalelong.callbacks.fid.FIDTracker` compare samples to. Metric names carry the sample

@@ -1,4 +1,4 @@
-"""Convergence speed-up from validation curves (SPEC §4 "Convergence speed-up", the paper's "1.5×").
+"""Convergence speed-up from validation curves (docs/metrics.md "Convergence speed-up", the paper's "1.5×").
 
 The target is the baseline's final value of a validation metric (or a given value). For each run, the
 first logged step at which its curve — optionally EMA-smoothed — reaches the target (≤ for losses and

@@ -108,7 +108,7 @@ def heatmap_figure(runs: Sequence[Run], stat: str = "mrc") -> Figure | None:
         ax.set_ylabel(f"{label}\nskip i")
     axes[-1].set_xlabel("step")
     fig.colorbar(mesh, ax=list(axes), label=f"{stat} of F(h_i) over the trailing window")
-    fig.suptitle(f"Feature oscillation per decoder level ({stat}, SPEC §4)")
+    fig.suptitle(f"Feature oscillation per decoder level ({stat})")
     return fig
 
 

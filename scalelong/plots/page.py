@@ -18,7 +18,7 @@ from scalelong.plots.metrics import Run, block_order, load_run, unique_labels
 
 
 def summary(run: Run, start: int | None = None, stop: int | None = None) -> dict[str, float]:
-    """Run-level oscillation over steps [start, stop] (SPEC §4) and last values of the run.
+    """Run-level oscillation over steps [start, stop] (docs/metrics.md) and last values of the run.
 
     ``feat_level_{rstd,mrc}`` and ``grad_{rstd,mrc}`` average, over decoder levels and over
     blocks, the rstd / mrc of each logged series within the step range.
