@@ -2,22 +2,21 @@
 
 Every run directory holds ``summary.json`` (final metrics) and ``.hydra/overrides.yaml``. Runs
 whose overrides agree except for ``seed`` form one group; each metric is reported as
-mean ± standard deviation over the group's seeds, with the number of seeds. Jobs that failed,
-were interrupted or never ran are listed separately. ``scalelong-aggregate`` prints this table;
-:mod:`scalelong.reproduction` builds its report on it.
+mean ± standard deviation over the group's seeds (:class:`scalelong.stats.Stat`, the statistics the
+reproduction reports use too). Jobs that failed, were interrupted or never ran are listed separately.
+``scalelong-aggregate`` prints this table; :mod:`scalelong.reproduction` appends it to its report.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 from scalelong.config import names_the_run
+from scalelong.stats import Stat, markdown_table, stat
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -75,7 +74,8 @@ def group_key(run: Path) -> str:
 
 
 def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
-    """Rows ``{"group", "n", metric: (mean, std)}``, one per group, in sorted group order."""
+    """Rows ``{"group", "n", metric: Stat}``, one per group (runs that differ only in their seed), in sorted
+    group order."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         groups[group_key(run)].append(json.loads((run / "summary.json").read_text()))
@@ -87,15 +87,13 @@ def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
         for name in names:
             values = [float(s[name]) for s in summaries if name in s]
             if values:
-                row[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+                row[name] = stat(values)
         rows.append(row)
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """The rows of :func:`aggregate` as a Markdown table, one column per metric."""
     names = sorted({k for r in rows for k in r if k not in ("group", "n")})
-    lines = ["| runs | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for r in rows:
-        cells = [f"{r[n][0]:.4g} ± {r[n][1]:.2g}" if n in r and math.isfinite(r[n][0]) else "" for n in names]
-        lines.append(f"| {r['group']} | {r['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = lambda r: [r[n] if isinstance(r.get(n), Stat) and not r[n].missing else "" for n in names]  # noqa: E731
+    return markdown_table(["runs", "seeds", *names], ([r["group"], r["n"], *cells(r)] for r in rows))

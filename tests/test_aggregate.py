@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from scalelong.aggregate import main
+from scalelong.stats import Stat
 from scalelong.sweeps import aggregate, find_runs
 
 
@@ -24,11 +25,11 @@ def test_groups_over_seeds_and_reports_mean_and_std(tmp_path, capsys):
     by_group = {r["group"]: r for r in rows}
     assert set(by_group) == {"scaler=cs", "scaler=none"}
     assert by_group["scaler=none"]["n"] == 2
-    assert by_group["scaler=none"]["val/loss"] == pytest.approx((2.0, 2 ** 0.5))
-    assert by_group["scaler=cs"]["val/loss"][0] == pytest.approx(0.6)
+    assert by_group["scaler=none"]["val/loss"] == Stat(2.0, pytest.approx(2 ** 0.5), 2)
+    assert by_group["scaler=cs"]["val/loss"].mean == pytest.approx(0.6)
     main([str(tmp_path), "--out", str(tmp_path / "t.md")])
     out = capsys.readouterr().out
-    assert "| scaler=none | 2 | 2 ± 1.4 |" in out
+    assert "| scaler=none | 2 | 2 ± 1.4 (n=2) |" in out
     assert (tmp_path / "t.md").read_text().strip() == out.strip()
 
 
@@ -48,6 +49,6 @@ def test_failed_and_missing_jobs_are_listed_under_the_table(tmp_path, capsys):
     (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - scaler=none,cs,ls\n")
     main([str(sweep)])
     out = capsys.readouterr().out
-    assert "| scaler=cs | 1 | 0.5 ± 0 |" in out
+    assert "| scaler=cs | 1 | 0.5 (n=1) |" in out
     assert f"- {failed}: failed: NonFiniteLossError: nan" in out
     assert f"- {sweep}: 1 of 3 jobs missing (never started)" in out

@@ -1,6 +1,6 @@
-"""The CPU reproduction (issue 10): its sweeps compose, its decision rule, and a miniature of the whole
-pipeline — ``scripts/cpu_reproduction.py`` trains a 2-setting × 2-seed sweep, writes the report with every
-section, and both notebooks execute on it."""
+"""The CPU reproductions: their sweeps compose, the decision rule, the committed conv UNet verdicts recomputed
+from its raw CSVs, and a miniature of the whole pipeline — ``scripts/cpu_reproduction.py`` trains a 2-setting ×
+2-seed sweep, writes the report with every section, and both notebooks execute on it."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ import sys
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pytest
 
 from scalelong.config import compose
-from scalelong.eval.speedup import Curve
 from scalelong.kappa_range import num_skips_of
-from scalelong.reproduction import SWEEPS, Check, Stat, compare, crossing_step, stat, verdict
+from scalelong.reproduction import load_study
+from scalelong.reproduction.claims import Check, sections, verdict
+from scalelong.reproduction.results import Sweep, read_results_csv
+from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Claim 5", "## Claim 6",
-            "## Stability frontier", "## Samples", "## Measured budget", "## Raw per-run summaries"]
+SECTIONS = ["## Verdicts", "## Setup", "## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Claim 5",
+            "## Claim 6", "## Stability frontier", "## Samples", "## Measured budget", "## Raw per-run summaries"]
+CONV = ROOT / "docs" / "results" / "cpu_reproduction"
 # 2 settings (none, ls) × 2 seeds of the main sweep, shallow UNet, batch 16, 100 steps.
 MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch_size=16", "trainer.max_steps=100",
              "trainer.val_check_interval=100", "optim.warmup_steps=10", "callbacks.fid.every_n_steps=25",
@@ -32,17 +34,43 @@ MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch
              "callbacks.kappa.every_n_steps=50", "callbacks.samples.num_samples=16"]
 
 
-@pytest.mark.parametrize("name", SWEEPS)
-def test_every_repro_sweep_composes_with_its_documented_size(name: str, tmp_path: Path) -> None:
-    runs = {"main": 60, "kappa": 6, "lr": 18}[name]  # the numbers in conf/experiment/repro_cpu_<name>.yaml
-    cfg = compose([f"experiment=repro_cpu_{name}"], return_hydra_config=True)
+SWEEP_SIZES = {  # the run counts stated in conf/experiment/<recipe>_<sweep>.yaml
+    "conv_unet": {"main": 60, "kappa": 6, "lr": 18},
+    "uvit": {"frontier": 72, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
+}
+
+
+def sweep_params(experiment: str, tmp_path: Path) -> tuple[dict, int]:
+    cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     multirun = tmp_path / "multirun.yaml"
     multirun.write_text(json.dumps({"hydra": {"overrides": {"task": [f"{k}={v}" for k, v in params.items()]}}}))
-    assert sweep_size(multirun) == runs
-    assert list(params)[0] == "seed" and params.seed == "0,1,2"
-    assert (cfg.data.image_size, cfg.model.img_size, cfg.model.ch, cfg.trainer.max_steps) == (8, 8, 16, 600)
-    assert cfg.callbacks.fid.every_n_steps == 75 and cfg.callbacks.features.every_n_steps == 10
+    return params, sweep_size(multirun)
+
+
+@pytest.mark.parametrize(("study", "sweep"), [(s, w) for s, sizes in SWEEP_SIZES.items() for w in sizes])
+def test_every_repro_sweep_composes_with_its_documented_size(study: str, sweep: str, tmp_path: Path) -> None:
+    assert list(load_study(study).sweeps) == list(SWEEP_SIZES[study])
+    params, size = sweep_params(load_study(study).sweep_experiment(sweep), tmp_path)
+    assert size == SWEEP_SIZES[study][sweep]
+    assert list(params)[0] == "seed" and params.seed == "0,1,2"  # every cell has 3 seeds, seeds outermost
+
+
+def test_the_recipes_of_both_studies() -> None:
+    conv = compose(["experiment=repro_cpu"])
+    assert (conv.data.image_size, conv.model.img_size, conv.model.ch, conv.trainer.max_steps) == (8, 8, 16, 600)
+    assert conv.callbacks.fid.every_n_steps == 75 and conv.callbacks.features.every_n_steps == 10
+    uvit = compose(["experiment=repro_uvit"])
+    assert uvit.model._target_.endswith(".UViT") and "ch" not in uvit.model  # no conv UNet key leaks into it
+    assert (uvit.data.image_size, uvit.model.img_size, uvit.model.patch_size, uvit.model.num_classes) == (8, 8, 2, 0)
+    assert [num_skips_of(compose(["experiment=repro_uvit", f"model.depth={d}"]).model) for d in (12, 24)] == [6, 12]
+
+
+def test_the_uvit_frontier_grid_doubles_the_lr_from_the_recipe_s() -> None:
+    lrs = [float(v) for v in str(compose(["experiment=repro_uvit_frontier"], return_hydra_config=True)
+                                 .hydra.sweeper.params["optim.lr"]).split(",")]
+    assert len(lrs) >= 4 and lrs[0] == load_study("uvit").lr
+    assert all(b == pytest.approx(2 * a) for a, b in zip(lrs, lrs[1:]))
 
 
 def test_the_shallow_and_deep_unets_have_6_and_12_lscs() -> None:
@@ -70,11 +98,16 @@ def test_a_comparison_holds_only_when_the_seed_intervals_separate() -> None:
         "inconclusive at this scale", "the runs it needs are missing")
 
 
-def test_steps_to_a_target_fid_are_interpolated_between_measurements() -> None:
-    curve = Curve(np.array([50, 100, 150, 200]), np.array([10.0, 6.0, 2.0, 3.0]))
-    assert crossing_step(curve, 4.0) == 125.0  # half-way from 6 to 2
-    assert crossing_step(curve, 12.0) == 50.0  # already reached at the first measurement
-    assert crossing_step(curve, 2.5) == pytest.approx(143.75) and crossing_step(curve, 1.0) is None
+def test_the_committed_conv_unet_verdicts_and_speedups_follow_from_its_raw_csvs() -> None:
+    """The report's numbers come from the one speed-up and one statistics definition: recomputed from the committed
+    runs.csv and fid_curves.csv, every verdict and the ls speed-up table match docs/results/cpu_reproduction.md."""
+    sweep = Sweep(read_results_csv(CONV / "runs.csv", CONV / "fid_curves.csv"), load_study("conv_unet"))
+    text = (CONV.parent / "cpu_reproduction.md").read_text()
+    for section in sections(sweep)[:6]:  # the six claims (the frontier became a claim after this report was written)
+        assert f"| {section.title} | **{section.verdict[0]}** | {section.verdict[1]} |" in text
+    ls = [str(stat(sweep.speedups("ls", *cell, at=0.5))) for cell in sweep.cells]
+    assert f"| ls | {' | '.join(ls)} |" in text
+    assert ls[-1] == "1.28 ± 0.15 (n=3)"  # the best speed-up the README quotes
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +129,7 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     text = report.read_text()
     positions = [text.find(heading) for heading in SECTIONS]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), dict(zip(SECTIONS, positions))
-    assert text.count("**Verdict: ") == 6
+    assert text.count("**Verdict: ") == 7  # six claims and the stability frontier
     with open(report.parent / "cpu_reproduction" / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["scaler"], r["seed"]) for r in rows) == [("ls", "0"), ("ls", "1"), ("none", "0"), ("none", "1")]
@@ -137,7 +170,7 @@ def test_the_oscillation_notebook_executes_on_the_miniature(miniature, monkeypat
     monkeypatch.setenv("SCALELONG_REPRO_DIR", str(miniature[0]))
     ns = execute(ROOT / "notebooks" / "oscillation_analysis.ipynb")
     assert len(ns["sweep"].results) == 4 and ns["sweep"].cells == [(6, 16)]
-    assert [s.title[:7] for s in ns["claims"]] == [f"Claim {k}" for k in range(1, 7)]
+    assert [s.title[:7] for s in ns["claims"]] == [*(f"Claim {k}" for k in range(1, 7)), "Stabili"]
     assert ns["table"][("ls", 6, 16)]["feat_level_mrc"].n == 2
     assert len(ns["levels"].axes) >= 6 and ns["curves"] is not None
 
@@ -174,3 +207,39 @@ def test_the_report_s_groupnorm_note_the_innermost_merge_normalises_kappa_away(s
             model(x, t)
     difference = float((outputs[0] - outputs[1]).abs().max())
     assert (difference < 0.01) if cancels else (difference > 1.0), difference
+
+
+@pytest.mark.parametrize("scaler", [["uniform"], ["cs", "cs_kappa=0.5"], ["cs", "cs_kappa=1.2"]])
+def test_the_uvit_merge_keeps_kappa_where_the_conv_unet_s_groupnorm_cancels_it(scaler) -> None:
+    """The U-ViT counterpart of the GroupNorm note: every out-block merges Linear(cat[h, κ_i·s_i]) with no
+    normalisation in between, so the merge's input carries κ_i·s_i exactly and its output moves with κ_i."""
+    import torch
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    none = instantiate(compose(["experiment=repro_uvit", "model.depth=24", "scaler=none"]).model)
+    scaled = instantiate(compose(["experiment=repro_uvit", "model.depth=24", f"scaler={scaler[0]}", *scaler[1:]]).model)
+    scaled.load_state_dict(none.state_dict())  # the same weights (uniform and cs have no parameters)
+    kappas = scaled.kappas()
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 200, 500, 900])
+    merged, skips = {}, {}
+
+    def keep(store: dict, key: tuple):
+        return lambda module, inputs, output: store.update({key: (inputs[0], output)})  # returns None: output kept
+
+    for name, model in (("none", none), ("scaled", scaled)):
+        n = len(model.out_blocks)
+        for k, block in enumerate(model.in_blocks):  # in-block k pushes skip i = k + 1
+            block.register_forward_hook(keep(skips, (name, k + 1)))
+        for k, block in enumerate(model.out_blocks):  # out-block k pops skip i = N − k
+            block.skip_linear.register_forward_hook(keep(merged, (name, n - k)))
+        with torch.no_grad():
+            model(x, t)
+    d = none.embed_dim
+    for i, kappa in enumerate(kappas, start=1):
+        inputs, output = merged[("scaled", i)]
+        torch.testing.assert_close(inputs[..., d:], kappa * skips[("scaled", i)][1])  # κ_i·s_i enters the Linear
+        if not math.isclose(kappa, 1.0):
+            shift = float((output - merged[("none", i)][1]).abs().max())
+            assert shift > 1e-3, (i, kappa, shift)  # the merge's output moves with κ_i: nothing normalises it away
+    assert not all(math.isclose(k, 1.0) for k in kappas)

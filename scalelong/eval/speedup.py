@@ -1,9 +1,11 @@
 """Convergence speed-up from validation curves (docs/metrics.md "Convergence speed-up", the paper's "1.5×").
 
-The target is the baseline's final value of a validation metric (or a given value). For each run, the
-first logged step at which its curve — optionally EMA-smoothed — reaches the target (≤ for losses and
-FID, ≥ for accuracies) is found, and speed-up = steps_baseline / steps_run. A run that never reaches
-the target has ``steps = None`` and ``speedup = None``.
+The one definition of the paper's convergence speed-up, used by ``scalelong.reproduction`` and by anyone
+comparing logged curves: for a target value of a metric (by default the baseline's final value), the step
+at which a curve — optionally EMA-smoothed — first reaches it (≤ for losses and FID, ≥ for accuracies) is
+interpolated linearly between the two logged values around the crossing (the first logged step if that
+value already reaches it), and speed-up = steps_baseline / steps_run. A curve that never reaches the
+target has ``steps = None`` and ``speedup = None``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ class Curve:
 
 @dataclass(frozen=True)
 class StepsToTarget:
-    """First step at which a run reached the target, and baseline steps / that step (None: never)."""
+    """Step (interpolated) at which a run reached the target, and baseline steps / that step (None: never)."""
 
-    steps: int | None
+    steps: float | None
     speedup: float | None
 
 
@@ -46,10 +48,29 @@ def ema(values: np.ndarray, decay: float) -> np.ndarray:
     return out
 
 
-def first_step_reaching(curve: Curve, target: float, lower_is_better: bool = True) -> int | None:
-    """The first step whose value is ≤ target (≥ if not ``lower_is_better``), or None."""
-    hit = curve.values <= target if lower_is_better else curve.values >= target
-    return int(curve.steps[np.argmax(hit)]) if hit.any() else None
+def first_step_reaching(curve: Curve, target: float, lower_is_better: bool = True) -> float | None:
+    """The step at which ``curve`` first reaches ``target`` (≤ target, or ≥ if not ``lower_is_better``),
+    linearly interpolated between the logged values around the crossing; None if it never does."""
+    hit = np.flatnonzero(curve.values <= target if lower_is_better else curve.values >= target)
+    if not hit.size:
+        return None
+    k = int(hit[0])
+    if k == 0:
+        return float(curve.steps[0])
+    (s0, s1), (v0, v1) = curve.steps[k - 1 : k + 1], curve.values[k - 1 : k + 1]
+    return float(s0 + (s1 - s0) * (v0 - target) / (v0 - v1))
+
+
+def speedup(baseline: Curve, run: Curve, target: float, lower_is_better: bool = True) -> float | None:
+    """Steps for ``baseline`` to reach ``target`` / steps for ``run`` to reach it (None if either never does;
+    ∞ if ``run`` starts at step 0 already there while the baseline does not)."""
+    base_steps = first_step_reaching(baseline, target, lower_is_better)
+    steps = first_step_reaching(run, target, lower_is_better)
+    if base_steps is None or steps is None:
+        return None
+    if steps == 0:
+        return 1.0 if base_steps == 0 else math.inf
+    return base_steps / steps
 
 
 def steps_to_target(
@@ -70,20 +91,10 @@ def steps_to_target(
         curves = {name: Curve(c.steps, ema(c.values, ema_decay)) for name, c in curves.items()}
     if target is None:
         target = float(curves[baseline].values[-1])
-    base_steps = first_step_reaching(curves[baseline], target, lower_is_better)
-    results = {}
-    for name, curve in curves.items():
-        steps = first_step_reaching(curve, target, lower_is_better)
-        results[name] = StepsToTarget(steps, _ratio(base_steps, steps))
+    results = {name: StepsToTarget(first_step_reaching(curve, target, lower_is_better),
+                                   speedup(curves[baseline], curve, target, lower_is_better))
+               for name, curve in curves.items()}
     return target, results
-
-
-def _ratio(base_steps: int | None, steps: int | None) -> float | None:
-    if base_steps is None or steps is None:
-        return None
-    if steps == 0:  # reached at the very first logged step
-        return 1.0 if base_steps == 0 else math.inf
-    return base_steps / steps
 
 
 def read_lightning_curve(path: str | os.PathLike, metric: str) -> Curve:

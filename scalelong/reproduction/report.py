@@ -1,0 +1,191 @@
+"""The reproduction report: read a study's runs, write the Markdown page with a verdict per claim, its figures, sample
+grids, the measured budget and the raw per-run summaries (``runs.csv``, ``fid_curves.csv``, ``verdicts.json``).
+
+What the claims are and how a verdict is reached is :mod:`scalelong.reproduction.claims`; the written prose (setup,
+notes) is in ``docs/results/prose/``, named by the study (``conf/reproduction/<name>.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from scalelong.paper_scale import paper_scale_markdown
+from scalelong.reproduction.claims import METHODS, Section, sections, speedup_figure
+from scalelong.reproduction.results import (
+    RunResult,
+    Sweep,
+    load_results,
+    read_results_csv,
+    write_fid_csv,
+    write_runs_csv,
+)
+from scalelong.reproduction.study import REPO_ROOT, Study, load_study, studies
+from scalelong.stats import markdown_table
+from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
+
+BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by scripts/cpu_reproduction.py
+VERDICTS_FILE = "verdicts.json"
+
+
+def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str]]:
+    """Per depth, the last sample grid of seed 0 of each method at the smallest batch, side by side and upscaled
+    (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
+    written = []
+    for n in sorted({n for n, _ in sweep.cells}):
+        b = min(b for m, b in sweep.cells if m == n)
+        tiles, names = [], []
+        for m in METHODS:
+            run = next((r for r in sorted(sweep.runs(m, n, b), key=lambda r: r.seed) if r.status == "completed"), None)
+            grids = sorted((run.path / "samples").glob("*.png")) if run else []
+            if grids:
+                tiles.append(Image.open(grids[-1]).convert("L"))
+                names.append(m)
+        if not tiles:
+            continue
+        gap = 4
+        canvas = Image.new("L", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)),
+                           255)
+        x = 0
+        for t in tiles:
+            canvas.paste(t, (x, 0))
+            x += t.width + gap
+        canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+        name = f"samples_N{n}_b{b}.png"
+        canvas.save(out / name)
+        written.append((f"N={n} LSCs, batch {b}: {', '.join(names)}, left to right", name))
+    return written
+
+
+def budget(results: Sequence[RunResult], root: Path) -> str:
+    """Measured wall minutes per run by cell (from train.log), and the CPU minutes of each sweep when the
+    driver recorded them (``BUDGET_FILE``): wall time depends on what else shares the cores, CPU time does not."""
+    groups: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for r in results:
+        if r.status == "completed" and math.isfinite(r.minutes):
+            groups[r.setting.cell].append(r.minutes)
+    rows = [[f"N={n}, b={b}", len(v), f"{statistics.fmean(v):.2f}", f"{sum(v):.1f}"]
+            for (n, b), v in sorted(groups.items())]
+    total = sum(sum(v) for v in groups.values())
+    text = (markdown_table(["cell", "runs", "wall minutes per run (mean)", "run-minutes"], rows)
+            + f"\n\nSum over runs: {total:.0f} run-minutes of wall time (each run one thread); wall time depends on "
+            "what else shares the cores.")
+    records = json.loads((root / BUDGET_FILE).read_text()) if (root / BUDGET_FILE).is_file() else []
+    if records:
+        text += ("\n\nPer sweep, as `scripts/cpu_reproduction.py` measured it (CPU = its processes' user + system, "
+                 "which does not depend on other jobs):\n\n")
+        text += markdown_table(["sweep", "parallel jobs", "wall minutes", "CPU minutes", "exit"],
+                               [[r["sweep"], r["jobs"], f"{r['wall_minutes']:.1f}", f"{r['cpu_minutes']:.1f}",
+                                 r["exit"]] for r in records])
+    return text
+
+
+def verdicts_of(secs: Sequence[Section]) -> dict[str, str]:
+    """``{claim title: verdict}`` in report order."""
+    return {s.title: s.verdict[0] for s in secs}
+
+
+def other_verdicts(study: Study) -> dict[str, dict[str, str]]:
+    """The verdicts of every other study, recomputed from its committed ``runs.csv`` and ``fid_curves.csv``."""
+    found = {}
+    for name in studies():
+        other = load_study(name)
+        assets = REPO_ROOT / other.report.parent / other.report.stem
+        if name != study.name and (assets / "runs.csv").is_file() and (assets / "fid_curves.csv").is_file():
+            runs = read_results_csv(assets / "runs.csv", assets / "fid_curves.csv")
+            found[other.backbone] = verdicts_of(sections(Sweep(runs, other)))
+    return found
+
+
+def side_by_side(study: Study, secs: Sequence[Section]) -> list[str]:
+    others = other_verdicts(study)
+    if not others:
+        return []
+    columns = {study.backbone: verdicts_of(secs), **others}
+    rows = [[title, *(columns[b].get(title, "–") for b in columns)] for title in verdicts_of(secs)]
+    return ["## Both backbones", "", "The same claims, decision rule and seeds on each backbone (the other "
+            "columns recomputed from their committed `runs.csv` and `fid_curves.csv`):", "",
+            markdown_table(["claim", *columns], rows), ""]
+
+
+def claim_lines(s: Section, assets: str) -> list[str]:
+    lines = [f"## {s.title}", "", f"*Paper:* {s.claim}", "", s.body, ""]
+    if s.figure is not None:
+        lines += [f"![{s.key}]({assets}/{s.key}.png)", ""]
+    if s.note:
+        lines += [s.note, ""]
+    if s.key == "fid_curves":
+        lines += [f"![speedup]({assets}/speedup.png)", ""]
+    v, why = s.verdict
+    lines += [f"**Verdict: {v}.** {why}.", ""]
+    lines += [f"- part *{part}*: {pv} ({pwhy})" for part, (pv, pwhy) in s.part_verdicts().items()]
+    lines += ["", "Comparisons:", ""] if s.part_verdicts() else []
+    return lines + [f"- {c}" for c in s.checks] + [""]
+
+
+def write_report(root: str | Path, out: str | Path, study: Study) -> Path:
+    """Read every run under ``root`` and write the report ``out`` (Markdown), its figures and raw summaries
+    (``runs.csv``, ``fid_curves.csv``, ``verdicts.json``) into ``out``'s directory under ``<stem>/``."""
+    root, out = Path(root), Path(out)
+    assets = out.parent / out.stem
+    assets.mkdir(parents=True, exist_ok=True)
+    results = load_results(root)
+    sweep = Sweep(results, study)
+    write_runs_csv(results, assets / "runs.csv")
+    write_fid_csv(results, assets / "fid_curves.csv")
+    secs = sections(sweep)
+    (assets / VERDICTS_FILE).write_text(json.dumps({s.title: list(s.verdict) for s in secs}, indent=1) + "\n")
+    figures = {s.key: s.figure for s in secs} | {"speedup": speedup_figure(sweep)}
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(assets / f"{name}.png", dpi=110)
+    rel = assets.name
+    statuses = Counter(r.status for r in results)
+    lines = [f"# {study.title}", "",
+             f"Generated by `scalelong-report` (`{study.command}` reruns the sweeps and writes this page). Every "
+             "number is mean ± std over seeds with n stated; the decision rule is in "
+             "`scalelong/reproduction/claims.py`: a comparison holds when the ±1 std intervals over seeds separate.",
+             "", f"Runs read: {len(results)} ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}) "
+             f"under `{root}`.", "", "## Verdicts", "",
+             markdown_table(["claim", "verdict", "why", "parts"],
+                            [[s.title, f"**{s.verdict[0]}**", s.verdict[1],
+                              "; ".join(f"{p}: {v}" for p, (v, _) in s.part_verdicts().items()) or "–"]
+                             for s in secs]), ""]
+    lines += side_by_side(study, secs)
+    lines += ["## Where the claims do not hold at this scale", ""]
+    lines += [f"- {s.title}: {s.verdict[0]} — {s.verdict[1]}." for s in secs if s.verdict[0] != "reproduced"] or [
+        "- every claim holds."]
+    lines.append("")
+    for title, path in study.notes:
+        lines += [f"## {title}", "", study.prose(path), ""]
+    lines += ["## Setup", "", study.prose(study.setup), ""]
+    for s in secs:
+        lines += claim_lines(s, rel)
+    grids = sample_grids(sweep, assets)
+    if grids:
+        lines += ["## Samples", "", "Last sample grids (seed 0, EMA weights, DPM-Solver++ 25 steps), upscaled 4×:", ""]
+        for caption, name in grids:
+            lines += [f"{caption}:", "", f"![samples]({rel}/{name})", ""]
+    lines += ["## Measured budget", "", budget(results, root), ""]
+    problems = incomplete_jobs([root])
+    if problems:
+        lines += ["## Runs that did not complete", "", *(f"- {p}" for p in problems), ""]
+    lines += ["## Paper-scale counterpart (GPU cluster)", "", paper_scale_markdown(), ""]
+    lines += ["## Raw per-run summaries", "", f"- `{rel}/runs.csv`: one row per run (setting, seed, outcome, final "
+              "and best FID, LS fit, minutes, oscillation figures, last κ readout).", f"- `{rel}/fid_curves.csv`: "
+              f"every FID measurement of every run.", f"- `{rel}/{VERDICTS_FILE}`: the verdict and reason per claim.",
+              "", "`scalelong-aggregate` over each sweep (final values of summary.json, mean ± std over seeds):", ""]
+    for sweep_dir in sorted({p.parent for p in root.rglob("multirun.yaml")}):
+        runs = find_runs([sweep_dir])
+        if runs:
+            rows = [{k: v for k, v in row.items() if k in ("group", "n", "val/loss") or k.startswith("fid_")}
+                    for row in aggregate(runs)]
+            lines += [f"### {sweep_dir.name}", "", to_markdown(rows), ""]
+    out.write_text("\n".join(lines) + "\n")
+    return out
