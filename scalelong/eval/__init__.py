@@ -1,4 +1,5 @@
-"""Evaluation (docs/metrics.md "FID" and "Convergence speed-up"): FID/KID features and statistics, domain-feature FID, convergence speed-up.
+"""Evaluation (docs/metrics.md "FID" and "Convergence speed-up"): FID/KID features and statistics,
+domain-feature FID, convergence speed-up.
 
 - :mod:`scalelong.eval.inception`: Inception-v3 2015-12-05 pool3 features and where the weights come from.
 - :mod:`scalelong.eval.domain`: a small classifier trained once per dataset for the CPU-scale ``fid_<name>``.
