@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from scalelong.config import CONF_DIR
 from scalelong.fid_curves import CurveRun, Scoring, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.experiments and not args.report_only:
         parser.error("name at least one experiment of conf/experiment/, or pass --report-only")
+    for name in args.experiments:
+        if not (CONF_DIR / "experiment" / f"{name}.yaml").is_file():
+            parser.error(f"experiment {name!r} is not a file of conf/experiment/; name one as experiment= takes it, "
+                         "e.g. fmnist_uvit_deep or presets/uvit_deep_10k")
     scoring = Scoring(args.samples, args.sampler, args.steps, args.guidance)
     args.out.mkdir(parents=True, exist_ok=True)
     for experiment in [] if args.report_only else args.experiments:
