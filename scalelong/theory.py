@@ -10,23 +10,18 @@ Each check returns numbers (no printing, no plotting):
   weights, and M0 = max_i ‖b_i∘a_i‖₂ from :func:`scalelong.jacobian.spectral_norm_jacobian`
   (App. Fig. 11).
 
-What the numbers show (defaults, seed 0; asserted in tests/test_theory.py). The theorems' "≲"
-hides a per-block constant. With Kaiming N(0, 2/m) on every matrix, as the paper assumes, the last
-(non-rectified) layer of each block doubles the expected energy, so a path through k blocks carries
-a factor 2^k: ‖h_i‖² is dominated by the unscaled middle path and the innermost skips, and the
-theorem's two-constant form fits poorly (c1 = 1634, c2 = 538, R² = 0.56 on ‖·‖²/m). The exact
-recursion for a per-block energy gain γ (s_i ⟂ h_i, which holds in expectation because every
-block ends in a fresh zero-mean matrix),
+What they come to at the defaults is in docs/theory.md; tests/test_theory.py asserts bounds on them.
+
+The theorems' "≲" hides a per-block constant. With Kaiming N(0, 2/m) on every matrix, as the paper
+assumes, the last (non-rectified) layer of each block doubles the expected energy, so a path through k
+blocks carries a factor 2^k. For a per-block energy gain γ the recursion ‖s_i‖² = γ‖s_{i−1}‖²,
+‖h_N‖² = γ‖s_N‖², ‖h_{i−1}‖² = γ(κ_i²‖s_i‖² + ‖h_i‖²) (s_i ⟂ h_i, which holds in expectation because
+every block ends in a fresh zero-mean matrix) has the solution
 
     ‖h_i‖² ≈ ‖x_t‖²·γ^i·[Σ_{j>i} κ_j²·γ^(2(j−i)) + γ^(2(N−i)+1)],
 
-predicts the measured energies with R² = 0.99 and no fitted constant. With norm-preserving blocks
-(γ = 1, ``block_gain=1``: last layer N(0, 1/m)) it is the theorem's form with c1 = 1 and
-c2 = ‖x_t‖²/m; the fit gives c1 = 1.03, c2 = 0.70 (‖x_t‖²/m = 0.84), R² = 0.997. Either way cs
-lowers ‖h_0‖² (Kaiming: none 11229, uniform 8692, cs κ=0.5 6094). Thm 3.3 with γ = 1: R² = 0.92.
-Thm 3.4 (Kaiming, width 256): sensitivity none 111.7, uniform 101.5, cs κ=0.5 86.4 at σ = 1e-3
-(cs/none = 0.77: the middle path carries no κ and dominates the Jacobian);
-‖b_i∘a_i‖₂ ≈ 7.6–8.2, M0 = 8.2 > 1 as in App. Fig. 11.
+:func:`depth_aware_energy`, a prediction with no fitted constant. With norm-preserving blocks (γ = 1,
+``ToyNets(block_gain=1)``: last layer N(0, 1/m)) it is Thm 3.1's form with c1 = 1 and c2 = ‖x_t‖²/m.
 """
 
 from __future__ import annotations
@@ -230,9 +225,9 @@ def theorem_3_1(
     The theorem's statement in the main text sums from j = i; its proof (App. Eq. (43)–(45)) and
     Eq. (3) give j = i + 1 (h_N, the middle block's output, sees no skip), which is used here.
     Energies are averaged over ``num_samples`` x_t of Lemma 3.2's setting and over ``num_inits``
-    weight draws (the theorem holds with high probability over the init; at finite width the
-    energy of a 14-layer path fluctuates by tens of percent from one draw to the next). All
-    scalers see the same weights and inputs. See the module docstring for what the fit shows.
+    weight draws (the theorem holds with high probability over the init, and at finite width one
+    draw's energies are far from their mean: docs/theory.md). All scalers see the same weights and
+    inputs. The module docstring gives the depth-aware prediction; docs/theory.md what the fit shows.
     """
     diffusion = diffusion if diffusion is not None else Diffusion()
     generator = torch.Generator().manual_seed(seed)

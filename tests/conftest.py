@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import logging
 import os
 import subprocess
@@ -117,13 +116,3 @@ def _quiet_and_two_threads():
     torch.set_num_threads(int(os.environ.get("SCALELONG_TEST_THREADS", "2")))
     logging.getLogger("lightning").setLevel(logging.WARNING)
     yield
-
-
-@pytest.fixture
-def fid_curves_script():
-    """``scripts/fid_curves.py`` loaded as a fresh module (scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fid_curves.py"
-    spec = importlib.util.spec_from_file_location("fid_curves", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -9,7 +9,10 @@ from omegaconf import OmegaConf
 from scalelong.config import CONF_DIR, check_train_config, compose, names_the_run, run_name
 from scalelong.errors import ConfigError
 
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+ROOT = CONF_DIR.parent
+# Names as experiment=<name> takes them: fmnist_demo, presets/uvit_deep (a trial of docs/results/presets/).
+EXPERIMENTS = sorted(p.relative_to(CONF_DIR / "experiment").with_suffix("").as_posix()
+                     for p in (CONF_DIR / "experiment").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -131,18 +134,21 @@ def test_the_slurm_launcher_requests_the_trainers_gpus():
         OmegaConf.to_container(all_gpus.hydra.launcher, resolve=True)
 
 
-# Display switches and the run's name and paths are not part of a recipe.
-NOT_RECIPE = ("run_name", "paths", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+def tabled_experiments() -> list[str]:
+    """The experiments named in the first column of each FID-curves table of docs/results/ (scripts/fid_curves.py)."""
+    tables = sorted((ROOT / "docs" / "results").glob("*/README.md"))
+    rows = [line.split("|")[1].strip() for t in tables if t.read_text().startswith("# FID against training")
+            for line in t.read_text().splitlines() if line.startswith("| ") and not line.startswith("| experiment ")]
+    return sorted({row.split()[0] for row in rows})
 
 
-@pytest.mark.parametrize("experiment,recipe", [("fmnist_unet_small", "unet_small"),
-                                               ("fmnist_uvit_small", "uvit_small_10k"),
-                                               ("fmnist_uvit_deep", "uvit_deep_guarded")])
-def test_each_preset_experiment_is_the_recipe_docs_generation_measured(experiment, recipe, fid_curves_script):
-    """`experiment=fmnist_<preset>` composes to the config of the measured run (scripts/fid_curves.py presets)."""
-    measured = compose(fid_curves_script.STUDIES["presets"][recipe])
-    documented = compose([f"experiment={experiment}"])
-    for cfg in (measured, documented):
-        for key in NOT_RECIPE:
-            OmegaConf.update(cfg, key, None)
-    assert OmegaConf.to_container(documented) == OmegaConf.to_container(measured)
+def test_the_fid_curves_tables_name_experiments():
+    assert {"fmnist_unet_small", "fmnist_uvit_small", "fmnist_uvit_deep", "demo/unet16_msnr_cos_cond"} \
+        <= set(tabled_experiments())
+
+
+@pytest.mark.parametrize("experiment", tabled_experiments())
+def test_each_experiment_a_results_table_names_is_a_config_that_composes(experiment):
+    assert experiment in EXPERIMENTS
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.data._target_.endswith("FashionMNISTDataModule") and cfg.trainer.max_steps > 0

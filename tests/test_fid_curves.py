@@ -1,42 +1,60 @@
-"""scripts/fid_curves.py: a finished recipe is skipped, an interrupted one resumes instead of being scored as done."""
+"""scalelong.fid_curves: a finished experiment is skipped; an interrupted one resumes, not scored as done."""
 
 import json
 
 import pytest
 
+from scalelong import fid_curves
+from scalelong.fid_curves import CurveRun, Scoring
+from scalelong.runs import write_status
+
 
 @pytest.fixture
-def fid_curves(fid_curves_script, tmp_path, monkeypatch):
-    module = fid_curves_script
-    monkeypatch.setattr(module, "ROOT", tmp_path)
+def launches(tmp_path, monkeypatch):
+    """The training commands launched; each stands in for scalelong-train and leaves what a finished run leaves."""
     calls = []
 
-    def run(cmd, **kwargs):  # stands in for scalelong-train: writes the checkpoint a run leaves
+    def run(cmd, **kwargs):
         calls.append(cmd)
-        (tmp_path / "outputs" / "runs" / "fid_curves-s-r" / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "outputs" / "runs" / "fid_curves-s-r" / "checkpoints" / "last.ckpt").write_text("")
+        run_dir = tmp_path / "outputs" / "runs" / next(a for a in cmd if a.startswith("run_name=")).split("=", 1)[1]
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints" / "last.ckpt").write_text("")
+        write_status(run_dir, "completed", step=4)
 
-    monkeypatch.setattr(module.subprocess, "run", run)
-    return module, calls
-
-
-def test_a_new_recipe_starts_over_and_a_finished_one_is_skipped(fid_curves):
-    module, calls = fid_curves
-    module.train("s", "r", ["optim.lr=1e-3"], every=100)
-    assert calls[-1][-1] == "ckpt_path=null" and "callbacks.checkpoint.every_n_train_steps=100" in calls[-1]
-    meta = json.loads((module.run_dir("s", "r") / "launch.json").read_text())
-    assert meta["finished"] >= meta["launched"] and "resumed" not in meta
-    module.train("s", "r", ["optim.lr=1e-3"], every=100)
-    assert len(calls) == 1
+    monkeypatch.setattr(fid_curves.subprocess, "run", run)
+    return calls
 
 
-def test_an_interrupted_recipe_resumes_from_its_last_checkpoint(fid_curves):
-    module, calls = fid_curves
-    out = module.run_dir("s", "r")
-    (out / "checkpoints").mkdir(parents=True)
-    (out / "checkpoints" / "last.ckpt").write_text("")
-    (out / "launch.json").write_text(json.dumps({"launched": 1.0, "overrides": []}))  # killed: no "finished"
-    module.train("s", "r", [], every=100)
-    assert calls[-1][-1] == "ckpt_path=auto"
-    meta = json.loads((out / "launch.json").read_text())
-    assert meta["launched"] == 1.0 and len(meta["resumed"]) == 1 and "finished" in meta
+def test_an_experiment_runs_in_its_own_directory_under_its_name():
+    run = CurveRun("/r", "presets/uvit_deep_10k")
+    assert str(run.dir) == "/r/outputs/runs/fid_curves-presets-uvit_deep_10k"
+    assert CurveRun("/r", "fmnist_uvit_deep", ("debug=tiny", "optim.betas=[0.9,0.99]")).name == \
+        "fmnist_uvit_deep__debug-tiny__optim.betas-0.9-0.99-"
+    assert Scoring(guidance=2).suffix == "_cfg2" and Scoring().suffix == ""
+    assert Scoring(64, steps=10, guidance=2).overrides() == [
+        "n_samples=64", "kid_subset_size=32", "save_samples=true", "steps=10", "guidance_scale=2"]
+
+
+def test_a_new_experiment_starts_over_and_a_finished_one_is_skipped(tmp_path, launches):
+    run = CurveRun(tmp_path, "presets/uvit_deep")
+    run.train()
+    assert "experiment=presets/uvit_deep" in launches[-1]
+    assert launches[-1][-2:] == ["run_name=fid_curves-presets-uvit_deep", "ckpt_path=null"]
+    record = json.loads((run.dir / "launch.json").read_text())
+    assert "launched" in record and "resumed" not in record
+    run.train()
+    assert len(launches) == 1
+
+
+@pytest.mark.parametrize("status", [None, "running", "interrupted"])  # killed, SIGKILLed, SIGTERMed
+def test_an_interrupted_experiment_resumes_from_its_last_checkpoint(tmp_path, launches, status):
+    run = CurveRun(tmp_path, "fmnist_uvit_deep")
+    (run.dir / "checkpoints").mkdir(parents=True)
+    (run.dir / "checkpoints" / "last.ckpt").write_text("")
+    (run.dir / "launch.json").write_text(json.dumps({"launched": 1.0}))
+    if status:
+        write_status(run.dir, status)
+    run.train()
+    assert len(launches) == 1 and launches[-1][-1] == "ckpt_path=auto"
+    record = json.loads((run.dir / "launch.json").read_text())
+    assert record["launched"] == 1.0 and len(record["resumed"]) == 1

@@ -17,10 +17,9 @@ Fig. 7 protocol (paper Sec. 6): 30 inputs x ~ N(0, I) of the data's shape, drawn
 callback's seed, pass through the raw training weights in eval mode at each of ``timesteps``;
 ``kappa/skip_{i}`` of ``ls`` is the mean of the per-timestep averages. The fit is linear
 regression in log space, which weighs every skip's ratio equally whatever its magnitude. It
-keeps a free amplitude a because an LS gate starts near 0.5 (the SE gate of paper Eq. (9)–(11) under PyTorchs
-default init) while CS fixes κ_1 = 1:
-what Fig. 7 compares is the exponential decay κ^(i−1), which a forced a = 1 would mix up with
-the overall level of the gates.
+keeps a free amplitude a because an LS gate starts near 0.5 (default PyTorch init of the SE gate,
+paper Eq. (9)–(11)) while CS fixes κ_1 = 1: what Fig. 7 compares is the exponential decay κ^(i−1),
+which a forced a = 1 would mix up with the overall level of the gates.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ it was trained on, so every run of a project measures with the same network. Met
 are named ``fid_<name>`` (e.g. ``fid_fashion_mnist``), never plain ``fid``.
 
 The package ships the Fashion-MNIST classifier (``scalelong/eval/extractors/domain_fashion_mnist.pt``,
-trained by this module with its defaults: 3 epochs, width 16, 128 features; test accuracy 0.911;
-extractor id ``domain-fashion_mnist/7fea841c-688fa0ca``). It is used when the cache has none and the
-data hash matches, so every machine reports ``fid_fashion_mnist`` with the same network, and the
-quickstart does not spend a minute and a half training it.
+trained by this module with its defaults: 3 epochs, width 16, 128 features; extractor id
+``domain-fashion_mnist/7fea841c-688fa0ca``; its test accuracy: docs/metrics.md "FID"). It is used when
+the cache has none and the data hash matches, so every machine reports ``fid_fashion_mnist`` with the
+same network, and the quickstart does not train it.
 
 Images for training are float tensors N×C×H×W in [-1, 1] (the diffusion models' range) with integer
 labels; the feature extractor itself, like :class:`scalelong.eval.inception.InceptionFeatures`, takes
@@ -37,8 +37,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "extractors"  # classifiers that
 class DomainClassifier(nn.Module):
     """Three conv blocks (conv–BN–ReLU, max-pool after the first two), a feature layer, a linear head.
 
-    For 28×28×1 inputs at the default width this has 216,250 parameters and reaches 91% test accuracy
-    on Fashion-MNIST after three epochs (about 35 s on 2 CPU cores).
+    For 28×28×1 inputs at the default width this has 216,250 parameters (its accuracy on Fashion-MNIST:
+    docs/metrics.md "FID").
     """
 
     def __init__(
