@@ -10,7 +10,9 @@ The package ships the Fashion-MNIST classifier (``scalelong/eval/extractors/doma
 trained by this module with its defaults: 3 epochs, width 16, 128 features; extractor id
 ``domain-fashion_mnist/7fea841c-688fa0ca``; its test accuracy: docs/metrics.md "FID"). It is used when
 the cache has none and the data hash matches, so every machine reports ``fid_fashion_mnist`` with the
-same network, and the quickstart does not train it.
+same network, and the quickstart does not train it. It also ships the classifier of scikit-learn's digits
+at their native 8×8 (``domain_digits.pt``, the same defaults, extractor id ``domain-digits/b845f1db-22006cf6``),
+which scores the U-ViT reproduction, so its sweeps measure with one network across machines and sittings.
 
 Images for training are float tensors N×C×H×W in [-1, 1] (the diffusion models' range) with integer
 labels; the feature extractor itself, like :class:`scalelong.eval.inception.InceptionFeatures`, takes

@@ -28,6 +28,13 @@ def _errorbars(stats: Sequence[Stat]) -> list[float]:
     return [s.std if s.n > 1 else 0.0 for s in stats]
 
 
+def _finish(fig: Figure, axes: Sequence, ylabel: str, legend_size: int = 8) -> Figure:
+    """The y label and the legend on the first panel of a row of panels."""
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=legend_size)
+    return fig
+
+
 def bar_panels(cells: Sequence[Cell], panels: Sequence[tuple[str, Mapping[str, Sequence[Stat]]]],
                log_y: bool = False, reference: float | None = None) -> Figure | None:
     """One panel per metric; per cell a group of bars (one per method, ``{method: one Stat per cell}``) with
@@ -74,9 +81,7 @@ def curve_panels(panels: Mapping[Cell, Mapping[str, Sequence[Curve]]], ylabel: s
         ax.set_yscale("log")
         ax.set_title(f"N={cell[0]} LSCs, batch {cell[1]}", fontsize=10)
         ax.set_xlabel("training step")
-    axes[0].set_ylabel(ylabel)
-    axes[0].legend(fontsize=7)
-    return fig
+    return _finish(fig, axes, ylabel, 7)
 
 
 def learned_kappa_panels(panels: Mapping[Cell, np.ndarray], fits: Mapping[Cell, float], cs_kappa: float
@@ -98,9 +103,7 @@ def learned_kappa_panels(panels: Mapping[Cell, np.ndarray], fits: Mapping[Cell, 
         ax.set_yscale("log")
         ax.set_xlabel("skip i (1 = outermost)")
         ax.set_title(cell_label(cell), fontsize=10)
-    axes[0].set_ylabel("κ_i")
-    axes[0].legend(fontsize=7)
-    return fig
+    return _finish(fig, axes, "κ_i", 7)
 
 
 def stat_lines(lines: Mapping[str, tuple[Sequence[float], Sequence[Stat]]], xlabel: str, ylabel: str,
@@ -140,6 +143,4 @@ def frontier_panels(panels: Mapping[Cell, Mapping[str, tuple[Sequence[float], Se
         ax.set_yscale("log")
         ax.set_xlabel("learning rate")
         ax.set_title(cell_label(cell), fontsize=10)
-    axes[0].set_ylabel("final FID")
-    axes[0].legend(fontsize=8)
-    return fig
+    return _finish(fig, axes, "final FID")
