@@ -66,6 +66,10 @@ class UViT(Backbone):
             models have none (1,000 rows, no label dropout, no guidance).
         scaler: LSC scaler recipe or name (see :mod:`scalelong.scalers`).
         conv_head: 3×3 conv after unpatchify (U-ViT's default).
+        init_std: std of the trunc-normal init of every Linear weight (U-ViT's 0.02). A merge
+            Linear(2D→D) then passes a signal with gain ≈ init_std·√(2D): 0.64 per out-block at the
+            paper's D = 512, 0.23 at D = 64, so a narrow model starts with its main path almost cut;
+            0.02·√(512/D) keeps the paper's gain at width D.
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class UViT(Backbone):
         null_label: bool = True,
         scaler: Scaler | str | None = None,
         conv_head: bool = True,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__(in_chans, num_classes, class_dropout, null_label)
         if img_size % patch_size:
@@ -109,8 +114,10 @@ class UViT(Backbone):
         self.norm = nn.LayerNorm(embed_dim)
         self.decoder_pred = nn.Linear(embed_dim, patch_size**2 * in_chans)
         self.final_layer = nn.Conv2d(in_chans, in_chans, 3, padding=1) if conv_head else nn.Identity()
+        if init_std <= 0:
+            raise ConfigError(f"model.init_std={init_std} must be > 0 (U-ViT uses 0.02)")
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_linear)
+        self.apply(lambda m: _init_linear(m, init_std))
         # Built after the U-ViT init so an LS gate keeps PyTorch's default init (σ(ζ) ≈ 0.5).
         self.skip_scales = scaler.skips(
             [SkipSpec(i, "tokens", (num_tokens, embed_dim)) for i in range(1, depth // 2 + 1)]
@@ -146,10 +153,10 @@ class UViT(Backbone):
         return self.in_blocks, self.mid_block, self.out_blocks
 
 
-def _init_linear(m: nn.Module) -> None:
-    """U-ViT init: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorm."""
+def _init_linear(m: nn.Module, std: float) -> None:
+    """U-ViT init: trunc-normal(std) Linear weights, zero biases, unit LayerNorm."""
     if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.trunc_normal_(m.weight, std=std)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):
