@@ -38,7 +38,7 @@ from scalelong.kappa_range import num_skips_of
 from scalelong.paper_scale import paper_scale_markdown
 from scalelong.plots.metrics import load_run
 from scalelong.plots.page import summary
-from scalelong.runs import read_status
+from scalelong.runs.status import read_status
 from scalelong.scalers import SCALERS
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
