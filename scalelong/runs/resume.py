@@ -1,5 +1,5 @@
-"""The checkpoint a run continues from: the newest valid one of the same result-changing settings, a
-given path of the same model, or none, the previous attempt archived."""
+"""The checkpoint a run continues from: the newest valid one of the same result-changing settings
+(``scalelong.result_keys``), a given path of the same model, or none, the previous attempt archived."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from scalelong.errors import ConfigError
 from scalelong.lit import CONFIG_KEY, read_checkpoint
+from scalelong.result_keys import changes_result, is_under
 from scalelong.runs.checkpoints import newest_valid_checkpoint
 from scalelong.runs.status import STATUS_FILE
 
@@ -30,23 +31,15 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-# Config fields that change what a run computes. A run resumes only from a checkpoint whose stored
-# config agrees on all of them (``config_differences``); the rest (trainer.max_steps, logging,
-# checkpoint intervals, devices, paths) may change between the attempts of one run.
-RESULT_KEYS = ("model", "scaler", "data", "diffusion", "optim", "seed", "trainer.gradient_clip_val",
-               "trainer.gradient_clip_algorithm", "trainer.accumulate_grad_batches", "trainer.precision",
-               "callbacks.ema")
-# ... except these, which say where or how fast data is read.
-_NOT_RESULT_KEYS = ("data.root", "data.num_workers")
-
-
-def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any],
-                       keys: tuple[str, ...] = RESULT_KEYS) -> list[str]:
-    """``key: stored -> current`` for every field under ``keys`` on which the two configs differ."""
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], within: tuple[str, ...] = ()
+                       ) -> list[str]:
+    """``key: stored -> current`` for every result-changing field (``scalelong.result_keys``, the
+    table that names runs too) on which the two configs differ; with ``within``, only the fields
+    under those keys."""
     a, b = flatten(stored), flatten(current)
 
     def selected(key: str) -> bool:
-        return key.startswith(tuple(f"{k}." for k in keys) + keys) and not key.startswith(_NOT_RESULT_KEYS)
+        return changes_result(key) and (not within or is_under(key, within))
 
     names = sorted(k for k in set(a) | set(b) if selected(k) and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in names]
@@ -73,7 +66,7 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, An
 
     ``auto``: the run's readable checkpoint of the highest step (never a stale ``last.ckpt``; a
     corrupt newest one is skipped with a warning), which must have been trained with the same
-    result-changing settings (``RESULT_KEYS``). A path: that checkpoint, whose
+    result-changing settings (``scalelong.result_keys.RESULT_KEYS``). A path: that checkpoint, whose
     model and scaler must be this run's. ``null``: start over, moving a previous attempt's results
     to ``previous/``.
     """
@@ -95,7 +88,7 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, An
         return str(path), stored
     path = Path(ckpt_path)
     stored = read_checkpoint(path)  # one clear error for a missing, corrupt or foreign file
-    diffs = config_differences(stored[CONFIG_KEY], config, keys=("model", "scaler"))
+    diffs = config_differences(stored[CONFIG_KEY], config, within=("model", "scaler"))
     if diffs:
         raise ConfigError(f"ckpt_path={path} holds another model ({'; '.join(diffs)}); pass a checkpoint of this "
                           "model, or choose the model and scaler it was trained with")
