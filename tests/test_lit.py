@@ -66,11 +66,12 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_refused_and_nothing_runs(tm
 @pytest.mark.parametrize("target", ["os.system", "subprocess.Popen", "scalelong.runs.resume.shutil.rmtree",
                                     "scalelong.runs.lock.RunLock", "builtins.eval"])
 def test_a_stored_config_may_only_name_scalelong_model_scaler_diffusion_and_data_classes(tmp_path, target):
-    path = tmp_path / "crafted.ckpt"
-    config = {**STORED, "model": {**STORED["model"], "scaler": {"_target_": target, "_args_": ["rm -rf ~"]}}}
+    path, marker = tmp_path / "crafted.ckpt", tmp_path / "pwned"
+    config = {**STORED, "model": {**STORED["model"], "scaler": {"_target_": target, "_args_": [f"touch {marker}"]}}}
     torch.save({"global_step": 1, "state_dict": {}, CONFIG_KEY: config}, path)
     with pytest.raises(CheckpointError, match=f"names model.scaler._target_='{target}', which is not a scalelong"):
         load_checkpoint(path)
+    assert not marker.exists()
 
 
 def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
