@@ -20,17 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.models.common import Backbone
+from scalelong.result_keys import changes_result
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-# The one rule for naming a run directory (``run_name``; ``scalelong-aggregate`` groups runs by it too).
-# These config groups and fields change how a run is executed or observed, not what it computes, so
-# neither their group choices (``trainer=gpu``, ``callbacks=stability``, ``logger=wandb``) nor their
-# fields (``trainer.max_steps=...``) name the run: the same command with them resumes the same run ...
-_UNNAMED = ("trainer", "callbacks", "logger", "paths", "hydra", "ckpt_path", "run_name")
-# ... except these fields, which change the result (clipping, accumulation, precision, EMA).
-_NAMING_EXCEPTIONS = ("trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
-                      "trainer.accumulate_grad_batches", "trainer.precision", "callbacks.ema")
 
 
 def override_key(override: str) -> str:
@@ -40,22 +32,18 @@ def override_key(override: str) -> str:
     return re.split(r"[=-]", override.lstrip("+~"), maxsplit=1)[0]  # keys hold neither "=" nor "-"
 
 
-def _under(key: str, prefixes: Sequence[str]) -> bool:
-    return any(key == p or key.startswith((f"{p}.", f"{p}/")) for p in prefixes)
-
-
 def names_the_run(override: str) -> bool:
-    """Whether a command-line override (``key=value`` or ``key-value``) changes what a run computes."""
-    key = override_key(override)
-    return not _under(key, _UNNAMED) or _under(key, _NAMING_EXCEPTIONS)
+    """Whether a command-line override (``key=value`` or ``key-value``) names the run directory: whether
+    its key changes the result (the one table, :data:`scalelong.result_keys.RESULT_KEYS`, which also
+    decides which stored settings refuse a resume)."""
+    return changes_result(override_key(override))
 
 
 def run_name(override_dirname: str, max_len: int = 120) -> str:
     """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
 
-    Model, scaler, data, diffusion, optim, experiment and seed choices and fields, and the trainer and
-    EMA settings that change results name the run (:func:`names_the_run`); a ``/`` in a value becomes
-    ``%``; names longer than ``max_len`` end in a hash of the full name.
+    The overrides whose key changes the result name the run (:func:`names_the_run`); a ``/`` in a value
+    becomes ``%``; names longer than ``max_len`` end in a hash of the full name.
     """
     items = [it for it in override_dirname.split("__") if it and names_the_run(it)]
     name = "__".join(items).replace("/", "%") or "default"

@@ -7,7 +7,7 @@ domain FID and KID of :class:`Scoring`'s samples, the grid of the first 256 kept
 wall time from launch to the checkpoint's write, FID, KID) go to one JSON per experiment and scoring in a
 results folder; :func:`write_report` turns the folder into ``README.md`` (table) and ``fid_curves.png``.
 
-A run whose ``status.json`` says completed (:func:`scalelong.runs.read_status`) is not retrained. A run
+A run whose ``status.json`` says completed (:func:`scalelong.runs.status.read_status`) is not retrained. A run
 stopped after its first checkpoint resumes from it (``ckpt_path=auto``); the rows written after a resume
 are marked, as their wall time includes the downtime. A scored checkpoint is not rescored.
 """
@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 
 from scalelong.config import CONF_DIR
 from scalelong.eval.reference import sampling_label
-from scalelong.runs import checkpoint_step, read_status
+from scalelong.runs.checkpoints import checkpoint_step
+from scalelong.runs.status import read_status
 
 log = logging.getLogger(__name__)
 

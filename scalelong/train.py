@@ -21,7 +21,6 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -37,20 +36,14 @@ from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, OutputError, ScaleLongError
 from scalelong.kappa_range import resolve_auto_kappa
-from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, read_checkpoint
+from scalelong.lit import DiffusionModule, build_module
 from scalelong.loggers import ResumableCSVLogger
-from scalelong.runs import (
-    CSV_ROWS_KEY,
-    AtomicCheckpointIO,
-    RunFiles,
-    RunInterrupted,
-    RunLock,
-    SweepReport,
-    archive_run,
-    config_differences,
-    newest_valid_checkpoint,
-    write_status,
-)
+from scalelong.runs.callbacks import CSV_ROWS_KEY, RunFiles, RunInterrupted
+from scalelong.runs.checkpoints import AtomicCheckpointIO
+from scalelong.runs.hydra_callbacks import SweepReport
+from scalelong.runs.lock import RunLock
+from scalelong.runs.resume import resume_checkpoint
+from scalelong.runs.status import write_status
 
 log = logging.getLogger("scalelong.train")
 
@@ -152,41 +145,6 @@ def check_geometry(module: DiffusionModule, datamodule: L.LightningDataModule) -
         )
     if m.num_classes and not datamodule.num_classes:
         raise ConfigError(f"model.num_classes={m.num_classes} but the data has no labels; set model.num_classes=0")
-
-
-def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, Any]
-                      ) -> tuple[str | None, dict[str, Any] | None]:
-    """The checkpoint to resume from and its contents, or ``(None, None)`` for a fresh start.
-
-    ``auto``: the run's readable checkpoint of the highest step (never a stale ``last.ckpt``; a
-    corrupt newest one is skipped with a warning), which must have been trained with the same
-    results-changing settings (``scalelong.runs.RESULT_KEYS``). A path: that checkpoint, whose
-    model and scaler must be this run's. ``null``: start over, moving a previous attempt's results
-    to ``previous/``.
-    """
-    if ckpt_path in (None, "", "null"):
-        if rank_zero_only.rank == 0:
-            archive_run(run_dir)
-        return None, None
-    if ckpt_path == "auto":
-        found = newest_valid_checkpoint(run_dir)
-        if found is None:
-            return None, None
-        path, stored = found
-        diffs = config_differences(stored[CONFIG_KEY], config)
-        if diffs:
-            raise ConfigError(
-                f"run {run_dir.name} was trained with other settings ({'; '.join(diffs)}), so it cannot continue "
-                "with this command; use the stored values, name a new run with run_name=NAME, or start this one "
-                "over with ckpt_path=null")
-        return str(path), stored
-    path = Path(ckpt_path)
-    stored = read_checkpoint(path)  # one clear error for a missing, corrupt or foreign file
-    diffs = config_differences(stored[CONFIG_KEY], config, keys=("model", "scaler"))
-    if diffs:
-        raise ConfigError(f"ckpt_path={path} holds another model ({'; '.join(diffs)}); pass a checkpoint of this "
-                          "model, or choose the model and scaler it was trained with")
-    return str(path), stored
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

@@ -6,7 +6,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from scalelong.config import CONF_DIR, check_train_config, compose, names_the_run, run_name
+from scalelong.config import CONF_DIR, check_train_config, compose, names_the_run, run_dir_name, run_name
 from scalelong.errors import ConfigError
 
 ROOT = CONF_DIR.parent
@@ -69,6 +69,27 @@ def test_run_name_keeps_what_changes_the_result():
     long = run_name("__".join(f"model.f{i}-{i}" for i in range(40)))
     assert len(long) == 120 and long != run_name("__".join(f"model.f{i}-{i + 1}" for i in range(40)))
 
+
+
+@pytest.mark.parametrize("override", ["trainer.gradient_clip_val-1.0", "trainer.accumulate_grad_batches-2",
+                                      "trainer.precision-bf16-mixed", "callbacks.ema.decay-0.9"])
+def test_results_changing_trainer_and_ema_overrides_name_the_run(override):
+    assert run_name(f"scaler-cs__{override}__trainer.max_steps-10") == f"scaler-cs__{override}"
+
+
+def test_run_names_stay_one_directory_under_outputs_runs():
+    assert run_name("data.folder-../../etc__scaler-cs") == "data.folder-..%..%etc__scaler-cs"
+    for bad in ["../../elsewhere", "..", "a/b"]:
+        with pytest.raises(ConfigError, match="is not a single directory name"):
+            run_dir_name(bad)
+
+
+def test_sweep_directory_resolves_before_hydra_sets_its_runtime(tmp_path, monkeypatch):
+    """The README's `scalelong-train -m ...` resolves hydra.sweep.dir before HydraConfig exists."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["seed=0"], return_hydra_config=True)
+    HydraConfig.instance().cfg = None  # as in Hydra's launcher, before the first job
+    assert cfg.hydra.sweep.dir.startswith(f"{tmp_path}/outputs/multirun/")
 
 def run_dir(overrides: list[str]) -> str:
     """The run directory Hydra would create for these command-line overrides."""

@@ -6,7 +6,7 @@ import pytest
 
 from scalelong import fid_curves
 from scalelong.fid_curves import CurveRun, Scoring
-from scalelong.runs import write_status
+from scalelong.runs.status import write_status
 
 
 @pytest.fixture

@@ -1,10 +1,20 @@
-"""The LightningModule's optimiser: which parameters weight decay reaches (issue 8, item 5)."""
+"""The LightningModule's optimiser: which parameters weight decay reaches (issue 8, item 5); checkpoint
+safety: weights_only loading, the _target_ allow-list of a stored config, weights that fit it."""
 
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
 from scalelong.diffusion import Diffusion
-from scalelong.lit import DiffusionModule, no_decay_names
+from scalelong.errors import CheckpointError
+from scalelong.lit import CONFIG_KEY, DiffusionModule, load_checkpoint, no_decay_names, read_checkpoint
 from scalelong.models import UNet, UViT
+
+STORED = {"model": {"_target_": "scalelong.models.UNet", "ch": 16},
+          "scaler": {"_target_": "scalelong.scalers.NoScaling"},
+          "diffusion": {"_target_": "scalelong.diffusion.Diffusion"}, "seed": 0}
 
 
 def groups(model: torch.nn.Module, exclude: bool) -> list[tuple[float, set[str]]]:
@@ -33,3 +43,48 @@ def test_exclusion_spares_norms_biases_tables_and_pos_embed_but_not_the_time_mlp
     assert {"pos_embed", "label_embed.weight", "norm.weight"} <= spared
     assert "patch_embed.weight" not in spared and "decoder_pred.weight" not in spared
     assert {n for n in spared if uvit.get_parameter(n).ndim >= 2} == {"pos_embed", "label_embed.weight"}
+
+
+class RunsCode:
+    """A pickle payload: unpickling it calls os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "shared.ckpt"
+    torch.save({"global_step": 1, "state_dict": {}, CONFIG_KEY: STORED, "x": RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="holds Python objects that are not plain data and was not loaded"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["os.system", "subprocess.Popen", "scalelong.runs.resume.shutil.rmtree",
+                                    "scalelong.runs.lock.RunLock", "builtins.eval"])
+def test_a_stored_config_may_only_name_scalelong_model_scaler_diffusion_and_data_classes(tmp_path, target):
+    path, marker = tmp_path / "crafted.ckpt", tmp_path / "pwned"
+    config = {**STORED, "model": {**STORED["model"], "scaler": {"_target_": target, "_args_": [f"touch {marker}"]}}}
+    torch.save({"global_step": 1, "state_dict": {}, CONFIG_KEY: config}, path)
+    with pytest.raises(CheckpointError, match=f"names model.scaler._target_='{target}', which is not a scalelong"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
+    from conftest import TINY, run_config
+    from scalelong.lit import build_module
+
+    cfg, _ = run_config(tmp_path, TINY["unet"])
+    module = build_module(cfg)
+    config = dict(module.config)
+    config["model"] = {**config["model"], "ch": 8}  # the stored config disagrees with the weights
+    path = tmp_path / "other.ckpt"
+    torch.save({"global_step": 1, "state_dict": module.state_dict(), CONFIG_KEY: config}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    assert "do not fit the model of its stored config" in str(info.value)

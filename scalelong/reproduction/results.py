@@ -26,7 +26,7 @@ from scalelong.kappa_range import num_skips_of
 from scalelong.plots.metrics import load_run
 from scalelong.plots.page import summary
 from scalelong.reproduction.study import Study
-from scalelong.runs import read_status
+from scalelong.runs.status import read_status
 from scalelong.scalers import SCALERS
 from scalelong.stats import Stat, stat
 

@@ -1,0 +1,70 @@
+"""Hydra callbacks of ``scalelong-train`` (``hydra.callbacks`` in ``conf/train.yaml``): an unwritable
+output directory is one line before Hydra creates it, and a sweep names the jobs that did not complete."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from scalelong.errors import OutputError
+from scalelong.runs.status import STATUS_FILE, read_status
+
+log = logging.getLogger(__name__)
+
+
+class SweepReport(Callback):
+    """Hydra callback: after a sweep, name the jobs that failed (their ``status.json``) and make
+    ``scalelong-train -m`` exit non-zero when any did; the others have run to the end."""
+
+    failed: list[str] = []
+    sweep_dir: str = ""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = []
+        for status_file in sorted(sweep_dir.glob(f"*/{STATUS_FILE}")):
+            status = read_status(status_file.parent) or {}
+            if status.get("status") != "completed":
+                failed.append(f"{status_file.parent.name} ({status.get('status')}: {status.get('error', '')})")
+        SweepReport.failed, SweepReport.sweep_dir = failed, str(sweep_dir)
+        if failed:
+            log.error("%d job(s) of the sweep in %s did not complete: %s", len(failed), sweep_dir, "; ".join(failed))
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback: before Hydra creates the run (or sweep) directory, check that it can be
+    created and written, and end ``scalelong-train`` with one line naming ``paths.output_dir``
+    instead of Hydra's traceback from ``mkdir``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        HydraConfig.instance().set_config(config)  # run_job sets it too; ${hydra:...} names the run
+        try:
+            check_writable_dir(Path(OmegaConf.select(config, key)), config.paths.output_dir)
+        except OutputError as err:
+            sys.exit(f"scalelong-train: {err}")
+
+
+def check_writable_dir(path: Path, output_dir: str) -> None:
+    """Create ``path`` (a run or sweep directory under ``output_dir``) and write a file in it, or
+    raise ``OutputError`` naming the directory and ``paths.output_dir``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot create or write the run directory {path} ({err.strerror or err}); set "
+                          f"paths.output_dir to a writable directory (paths.output_dir={output_dir})") from err
