@@ -42,7 +42,7 @@ from scalelong.runs.callbacks import CSV_ROWS_KEY, RunFiles, RunInterrupted
 from scalelong.runs.checkpoints import AtomicCheckpointIO
 from scalelong.runs.hydra_callbacks import SweepReport
 from scalelong.runs.lock import RunLock
-from scalelong.runs.resume import resume_checkpoint
+from scalelong.runs.resume import completed_step, resume_checkpoint
 from scalelong.runs.status import write_status
 
 log = logging.getLogger("scalelong.train")
@@ -91,10 +91,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     module = build_module(cfg)
     ckpt, stored = resume_checkpoint(cfg.ckpt_path, run_dir, module.config)
     summary_file = run_dir / "summary.json"
-    if stored is not None and stored["global_step"] >= cfg.trainer.max_steps > 0 and summary_file.is_file():
+    step = stored["global_step"] if stored is not None else None
+    if step is None and cfg.ckpt_path == "auto":
+        step = completed_step(run_dir, module.config)  # a finished run kept without its checkpoints
+    if step is not None and step >= cfg.trainer.max_steps > 0 and summary_file.is_file():
         log.info("run %s already finished at step %d (trainer.max_steps=%d); its results are kept. Raise "
                  "trainer.max_steps to continue it, or pass ckpt_path=null to start over",
-                 run_dir, stored["global_step"], cfg.trainer.max_steps)
+                 run_dir, step, cfg.trainer.max_steps)
         return json.loads(summary_file.read_text())
     if rank_zero_only.rank == 0:
         write_status(run_dir, "running")
@@ -128,7 +131,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics["step"] = trainer.global_step
     if trainer.is_global_zero:
         write_atomic(summary_file, json.dumps(metrics, indent=2))
-        write_status(run_dir, "completed", step=trainer.global_step)
+        write_status(run_dir, "completed", step=trainer.global_step, config=module.config)
     return metrics
 
 

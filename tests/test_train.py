@@ -156,6 +156,21 @@ def test_rerun_of_a_finished_run_is_a_no_op_that_keeps_its_results(train_run):
     assert_each_row_once(run_dir, 4, 2)
 
 
+def test_a_finished_run_committed_without_its_checkpoints_stays_finished(train_run):
+    """A sweep carried to another machine in git keeps status.json, summary.json and metrics but no *.ckpt: a rerun
+    keeps its results instead of training again, and one with other settings is refused, naming the key."""
+    args = [*TINY["unet"], "trainer.max_steps=2"]
+    first, run_dir = train_run(args)
+    for ckpt in (run_dir / "checkpoints").iterdir():
+        ckpt.unlink()
+    metrics_csv = (run_dir / "csv" / "metrics.csv").read_bytes()
+    again, _ = train_run(args)
+    assert again == first and (run_dir / "csv" / "metrics.csv").read_bytes() == metrics_csv
+    assert not list((run_dir / "checkpoints").iterdir())  # nothing was trained
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.0\d+ -> 0.001"):
+        train_run([*args, "optim.lr=0.001"])
+
+
 def test_ckpt_path_null_starts_over_and_a_plain_rerun_continues_the_new_attempt(train_run):
     args = [*TINY["unet"], "trainer.max_steps=4"]
     _, run_dir = train_run(args)

@@ -16,7 +16,7 @@ from scalelong.errors import ConfigError
 from scalelong.lit import CONFIG_KEY, read_checkpoint
 from scalelong.result_keys import changes_result, is_under
 from scalelong.runs.checkpoints import newest_valid_checkpoint
-from scalelong.runs.status import STATUS_FILE
+from scalelong.runs.status import STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +93,19 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, An
         raise ConfigError(f"ckpt_path={path} holds another model ({'; '.join(diffs)}); pass a checkpoint of this "
                           "model, or choose the model and scaler it was trained with")
     return str(path), stored
+
+
+def completed_step(run_dir: Path, config: dict[str, Any]) -> int | None:
+    """The step at which a run without checkpoints completed, from its ``status.json`` (which stores the
+    config it was trained with), or None if it did not complete. A run whose checkpoints were removed (a sweep
+    committed to git without them, carried over to another machine) thus stays finished; one completed with
+    other result-changing settings is refused as a resume would be."""
+    status = read_status(run_dir) or {}
+    if status.get("status") != "completed" or "config" not in status or "step" not in status:
+        return None
+    diffs = config_differences(status["config"], config)
+    if diffs:
+        raise ConfigError(
+            f"run {run_dir.name} completed with other settings ({'; '.join(diffs)}); use the stored values, name a "
+            "new run with run_name=NAME, or start this one over with ckpt_path=null")
+    return int(status["step"])
