@@ -243,3 +243,17 @@ def test_the_uvit_merge_keeps_kappa_where_the_conv_unet_s_groupnorm_cancels_it(s
             shift = float((output - merged[("none", i)][1]).abs().max())
             assert shift > 1e-3, (i, kappa, shift)  # the merge's output moves with κ_i: nothing normalises it away
     assert not all(math.isclose(k, 1.0) for k in kappas)
+
+
+@pytest.mark.parametrize("name", ["conv_unet", "uvit"])
+def test_each_study_s_prose_exists_and_its_placeholders_are_recipe_keys(name: str) -> None:
+    from scalelong.errors import ConfigError
+    from scalelong.reproduction.study import Study
+
+    study = load_study(name)
+    setup = study.prose(study.setup)
+    assert "{" not in setup and f"lr {study.lr:g}" in setup
+    assert all(study.prose(path) for _, path in study.notes)
+    broken = Study(**{**study.__dict__, "recipe": compose(["experiment=repro_cpu"]).model})
+    with pytest.raises(ConfigError, match="is not a key of"):
+        broken.prose(study.setup)
