@@ -241,7 +241,7 @@ class DPMSolverFast(SchedulerSampler):
 
 @register
 class EulerMaruyama(Sampler):
-    """Euler–Maruyama of the reverse VP-SDE (Song et al. 2021, Eq. 6), as U-ViT's ``sde.py``:
+    """Euler–Maruyama of the reverse VP-SDE (Song et al. 2021, Eq. 6), as U-ViT's evaluation sampler:
 
         dx = [−½β(t)x − β(t)∇log p_t(x)] dt + √β(t) dw̄,   ∇log p_t(x) = −ε_θ(x, t)/σ_t,
 
