@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.models.common import Backbone
 from scalelong.result_keys import changes_result
+from scalelong.samplers import get_sampler
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -113,6 +114,8 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(f"callbacks.samples.num_samples={num_samples!r} draws no sample grid; set "
                           "it to at least 1, e.g. callbacks.samples.num_samples=16, or turn the grids off with "
                           "callbacks.samples=null")
+    if samples is not None and "sampler" in samples:
+        get_sampler(samples.sampler, key="callbacks.samples.sampler")  # else the last grid fails after training
 
 
 class ConfigCheck(Callback):

@@ -16,9 +16,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.config import CONF_DIR
-from scalelong.diffusion import DEFAULT_STEPS
 from scalelong.errors import ConfigError, exit_on_user_error
 from scalelong.lit import load_checkpoint
+from scalelong.samplers import get_sampler
 from scalelong.sampling import draw, save_samples
 
 
@@ -30,13 +30,14 @@ def check_args(cfg: DictConfig) -> None:
     for key in ("num_samples", "batch_size"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be a whole number of at least 1, e.g. {key}=64")
+    get_sampler(cfg.sampler)
 
 
 def run(cfg: DictConfig) -> Path:
     check_args(cfg)
+    steps = cfg.steps or get_sampler(cfg.sampler).default_steps
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     module = load_checkpoint(cfg.ckpt, map_location=device).to(device)
-    steps = cfg.steps or DEFAULT_STEPS.get(cfg.sampler)
     images, labels = draw(module, cfg.num_samples, cfg.batch_size, cfg.seed, sampler=cfg.sampler,
                           steps=steps, guidance_scale=cfg.guidance_scale)
     ckpt = Path(cfg.ckpt)

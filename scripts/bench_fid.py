@@ -7,8 +7,8 @@ network>).update`` on inputs already in the network's format (for a TorchScript 
 wrapper does). The two alternate batch by batch so machine load hits both alike; throughput is the
 median over batches of images/s.
 
-In the same run, the cost of the samples an FID needs: wall time per sample of each sampler (ddpm, ddim,
-dpm_solver) at its default steps (``DEFAULT_STEPS``) on the CPU preset U-ViT (``uvit_small``, random
+In the same run, the cost of the samples an FID needs: wall time per sample of every sampler in
+``scalelong.samplers.SAMPLERS`` at its default steps on the CPU preset U-ViT (``uvit_small``, random
 weights: the cost does not depend on them), drawing ``--sample-batch`` images at a time, median over
 ``--sample-rounds`` rounds in which the samplers alternate.
 
@@ -28,10 +28,10 @@ from hydra.utils import instantiate
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from scalelong.config import build_model, compose
-from scalelong.diffusion import DEFAULT_STEPS, SAMPLERS
 from scalelong.eval.fid import extract_stats
 from scalelong.eval.inception import INCEPTION_SIZE, InceptionFeatures, load_inception, resize_bilinear_tf1
 from scalelong.lit import DiffusionModule
+from scalelong.samplers import SAMPLERS
 
 
 def direct_inputs(extractor: InceptionFeatures, images: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def sampler_seconds_per_sample(batch: int, rounds: int) -> dict[str, float]:
         for sampler in SAMPLERS:
             generator = torch.Generator().manual_seed(r)
             start = time.perf_counter()
-            module.sample(batch, sampler=sampler, steps=DEFAULT_STEPS[sampler], generator=generator)
+            module.sample(batch, sampler=sampler, steps=SAMPLERS[sampler].default_steps, generator=generator)
             times[sampler].append((time.perf_counter() - start) / batch)
     return {sampler: statistics.median(v) for sampler, v in times.items()}
 
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"\nsampling: uvit_small (random weights), batch {args.sample_batch}, {args.sample_rounds} round(s)")
     print(f"{'sampler':<12} {'steps':>6} {'s/sample':>9} {'ms/sample/step':>15}")
     for sampler, seconds_each in per_sample.items():
-        steps = DEFAULT_STEPS[sampler]
+        steps = SAMPLERS[sampler].default_steps
         print(f"{sampler:<12} {steps:>6} {seconds_each:9.4f} {1000 * seconds_each / steps:15.3f}")
 
 

@@ -116,6 +116,8 @@ def test_the_same_command_with_logger_wandb_resumes_the_same_run():
     (["callbacks.samples.num_samples=0"],
      "callbacks.samples.num_samples=0 draws no sample grid; set it to at least 1, e.g. "
      "callbacks.samples.num_samples=16, or turn the grids off with callbacks.samples=null"),
+    (["callbacks.samples.sampler=euler"],
+     "callbacks.samples.sampler=euler is unknown; use one of ddpm, ddim, dpm_solver, dpm_solver_fast, euler_maruyama"),
 ])
 def test_a_bad_train_value_is_one_config_error_naming_the_key_value_and_fix(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -14,6 +14,8 @@ from scalelong.sample import run
          "scalelong-sample ckpt=outputs/runs/default/checkpoints/last.ckpt"),
     (["ckpt=missing.ckpt", "num_samples=0"], "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),
     (["ckpt=missing.ckpt", "batch_size=0"], "batch_size=0 must be a whole number of at least 1, e.g. batch_size=64"),
+    (["ckpt=missing.ckpt", "sampler=euler", "steps=10"],
+     "sampler=euler is unknown; use one of ddpm, ddim, dpm_solver, dpm_solver_fast, euler_maruyama"),
 ])
 def test_bad_arguments_are_one_config_error_before_the_checkpoint_is_read(overrides, message):
     with pytest.raises(ConfigError) as err:

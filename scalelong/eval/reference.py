@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from scalelong.data.base import ImageDataModule, fixed_subset_indices
-from scalelong.diffusion import DEFAULT_STEPS, SAMPLERS
 from scalelong.errors import ConfigError
 from scalelong.eval.domain import domain_features
 from scalelong.eval.fid import (
@@ -33,6 +32,7 @@ from scalelong.eval.fid import (
     to_uint8,
 )
 from scalelong.eval.inception import load_inception
+from scalelong.samplers import get_sampler
 
 EXTRACTORS = ("domain", "inception")
 SPLITS = ("train", "test")
@@ -51,11 +51,10 @@ def sampling_label(num_samples: int, sampler: str, steps: int, guidance_scale: f
 
 def check_sampling(num_samples: int, sampler: str, steps: int | None) -> int:
     """Validate a sampling setting before any expensive work; returns the steps (the sampler's default for None)."""
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler={sampler} is unknown; use one of {', '.join(SAMPLERS)}")
+    default_steps = get_sampler(sampler).default_steps
     if num_samples < 2:
         raise ConfigError(f"FID needs at least 2 samples, got {num_samples}; raise the sample count")
-    steps = steps or DEFAULT_STEPS[sampler]
+    steps = steps or default_steps
     if steps < 1:
         raise ConfigError(f"steps={steps} must be at least 1 (or null for the sampler's default)")
     return steps
