@@ -1,31 +1,49 @@
-"""Shared helpers: compose and run scalelong-train in-process on tiny settings."""
+"""Shared helpers: the tiny runs of ``conf/debug/``, trained in-process once per session where tests only read
+them; the commands called in-process; the metrics-row check; disks that fill; one torch thread per xdist worker."""
 
 from __future__ import annotations
 
+import csv
 import errno
+import importlib
 import importlib.util
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from scalelong.config import compose
 
+ROOT = Path(__file__).resolve().parents[1]
 # The tiny run of conf/debug/tiny.yaml (digits, a few seconds) with the tiny U-ViT or conv UNet.
 TINY = {"uvit": ["model=uvit_tiny"], "unet": ["model=unet_tiny"]}
 FAST = ["debug=tiny"]
+# conf/debug/stability.yaml: debug=tiny with every stability measurement due within its 8 steps.
+STABILITY = ["debug=stability"]
+# conf/debug/resume.yaml: 16 steps of the tiny conv UNet, checkpointed every 2, validated every 3.
+RESUME = ["debug=resume"]
+# Under pytest-xdist each worker gets one of the machine's cores (make test runs two workers).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+THREADS = int(os.environ.get("SCALELONG_TEST_THREADS", "1" if WORKER else "2"))
+if WORKER:  # the commands a test starts inherit it: a worker and its children share one core
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 def run_config(tmp_path: Path, overrides: list[str], run_name: str = "run"):
-    """Compose like the command line would and point the run directory into tmp_path."""
-    cfg = compose([*FAST, *overrides], config_name="train", return_hydra_config=True)
+    """Compose like the command line would, with debug=tiny unless ``overrides`` choose another conf/debug
+    option, and point the run directory into tmp_path."""
+    debug = [] if any(o.startswith("debug=") for o in overrides) else FAST
+    cfg = compose([*debug, *overrides], config_name="train", return_hydra_config=True)
     run_dir = tmp_path / run_name
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
@@ -39,16 +57,173 @@ def run_config(tmp_path: Path, overrides: list[str], run_name: str = "run"):
     return cfg, run_dir
 
 
+def train_in(tmp_path: Path, overrides: list[str], run_name: str = "run"):
+    """``(metrics, run_dir)`` of one in-process training run under ``tmp_path``."""
+    from scalelong.train import train
+
+    cfg, run_dir = run_config(tmp_path, overrides, run_name)
+    return train(cfg, run_dir), run_dir
+
+
 @pytest.fixture
 def train_run(tmp_path: Path):
     """``train_run(overrides, run_name) -> (metrics, run_dir)``: one in-process training run."""
-    from scalelong.train import train
+    return lambda overrides, run_name="run": train_in(tmp_path, overrides, run_name)
 
-    def run(overrides: list[str], run_name: str = "run"):
-        cfg, run_dir = run_config(tmp_path, overrides, run_name)
-        return train(cfg, run_dir), run_dir
 
-    return run
+def read_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_each_row_once(run_dir: Path, steps: int, val_every: int, every_step: tuple[str, ...] = ()) -> None:
+    """metrics.csv has train/loss (and each of ``every_step``) at steps 0..steps-1 and val/loss after every
+    ``val_every`` steps, each exactly once: a resumed run neither lost nor repeated a row."""
+    rows = read_rows(run_dir)
+    wanted = {"train/loss": list(range(steps)), "val/loss": list(range(val_every - 1, steps, val_every))}
+    wanted |= {key: list(range(steps)) for key in every_step}
+    for key, want in wanted.items():
+        got = sorted(int(r["step"]) for r in rows if r.get(key))
+        assert got == want, (key, got)
+
+
+# ---------------------------------------------------------------- trained once, read by several tests
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of 2 steps of debug=tiny (tiny U-ViT, EMA): a checkpoint for the sample and eval
+    commands. Tests may add files under its ``eval/``; nothing else in it changes."""
+    _, run_dir = train_in(tmp_path_factory.mktemp("tiny"), [*TINY["uvit"], "trainer.max_steps=2"])
+    return run_dir
+
+
+@dataclass
+class StabilityRun:
+    run_dir: Path
+    overrides: list[str]
+    wandb_summary: dict | None = None  # the offline wandb run's summary, for the run logged to wandb
+
+
+# The runs the stability-callback and dashboard tests read (conf/debug/stability.yaml). Clipping to 1e-4 must
+# not show in the ls run's logged norms (they are read before clipping); the none run also logs to wandb.
+STABILITY_RUNS = {
+    "ls": ["scaler=ls", "trainer.gradient_clip_val=1e-4"],
+    "cs": ["scaler=cs", "cs_kappa=0.5"],
+    "none": ["scaler=none", "logger=wandb"],
+}
+
+
+@pytest.fixture(scope="session")
+def stability_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StabilityRun]:
+    """Three 8-step debug=stability runs of the tiny U-ViT, by scaler, each with its composed config saved
+    as Hydra does (``.hydra/config.yaml``); the ``none`` run logs to an offline wandb run as well."""
+    import wandb
+
+    tmp = tmp_path_factory.mktemp("stability")
+    runs = {}
+    for scaler, extra in STABILITY_RUNS.items():
+        overrides = [*TINY["uvit"], *STABILITY, *extra]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("WANDB_MODE", "offline")
+            mp.setenv("WANDB_SILENT", "true")
+            _, run_dir = train_in(tmp, overrides, run_name=scaler)
+            summary = None
+            if "logger=wandb" in extra:
+                try:
+                    summary = dict(wandb.run.summary)  # the run's last logged value of every key
+                finally:
+                    wandb.finish()
+        (run_dir / ".hydra").mkdir()
+        OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
+        runs[scaler] = StabilityRun(run_dir, overrides, summary)
+    return runs
+
+
+MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch_size=16", "trainer.max_steps=100",
+             "trainer.val_check_interval=100", "optim.warmup_steps=10", "callbacks.fid.every_n_steps=25",
+             "callbacks.fid.num_samples=128", "callbacks.checkpoint.every_n_train_steps=100",
+             "callbacks.kappa.every_n_steps=50", "callbacks.samples.num_samples=16"]
+"""2 settings (none, ls) × 2 seeds of the CPU reproduction's main sweep, shallow UNet, batch 16, 100 steps."""
+
+
+@pytest.fixture(scope="session")
+def miniature(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(sweep root, report) of ``scripts/cpu_reproduction.py`` on the miniature sweep, as a user runs it."""
+    tmp = tmp_path_factory.mktemp("repro")
+    report = tmp / "docs" / "cpu_reproduction.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
+                           "--report", str(report), "--sweeps", "main", "--jobs", "1", "--", *MINIATURE],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "sweeps", report
+
+
+# ---------------------------------------------------------------- the commands, in-process
+
+
+@dataclass
+class Finished:
+    """What a command left, as ``subprocess.CompletedProcess`` has it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Iterator:
+    """``cli(module, args) -> Finished``: ``python -m scalelong.<module> *args`` run in this process from
+    ``tmp_path``. A ``sys.exit("message")`` ends it as the interpreter would: exit code 1 and the message as
+    the last line of stderr. Use a subprocess where the process itself is the subject (signals, exit codes
+    of a real interpreter, locks between processes, DDP)."""
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    def call(module: str, args: list[str]) -> Finished:
+        from scalelong.runs import SweepReport
+
+        main = importlib.import_module(f"scalelong.{module}").main
+        monkeypatch.setattr(sys, "argv", [f"scalelong-{module}", *args])
+        monkeypatch.setattr(SweepReport, "failed", [])  # a process runs one command: no earlier sweep's failures
+        capsys.readouterr()
+        code: int | str | None = 0
+        try:
+            main()
+        except SystemExit as stop:
+            code = stop.code
+        finally:
+            for handler in root.handlers[:]:  # Hydra's job logging: its handlers hold this test's streams
+                if handler not in handlers:
+                    root.removeHandler(handler)
+                    handler.close()
+            root.setLevel(level)
+            GlobalHydra.instance().clear()
+        out, err = capsys.readouterr()
+        if isinstance(code, str):
+            return Finished(1, out, f"{err}{code}\n")
+        return Finished(code or 0, out, err)
+
+    yield call
+
+
+# ---------------------------------------------------------------- data (tests/test_data_*.py)
+
+
+def check_batch(x: torch.Tensor, y: torch.Tensor, shape: tuple[int, ...]) -> None:
+    assert x.shape == shape and x.dtype == torch.float32
+    assert -1.0 <= x.min().item() and x.max().item() <= 1.0
+    assert y.shape == shape[:1] and y.dtype == torch.int64
+
+
+def all_batches(loader: torch.utils.data.DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+# ---------------------------------------------------------------- disks
 
 
 def fill_filesystem(directory: Path) -> None:
@@ -112,17 +287,42 @@ def full_disk(small_disk, monkeypatch):
     return disk, fill
 
 
+# ---------------------------------------------------------------- the session
+
+
 @pytest.fixture(autouse=True)
-def _quiet_and_two_threads():
-    torch.set_num_threads(int(os.environ.get("SCALELONG_TEST_THREADS", "2")))
+def _quiet_and_few_threads():
+    torch.set_num_threads(THREADS)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     yield
+
+
+def shared_fixture(item: pytest.Item) -> str | None:
+    """The first module- or session-scoped fixture of this project that ``item`` uses, as ``scope:name@where``."""
+    for name in sorted(item.fixturenames):
+        defs = item._fixtureinfo.name2fixturedefs.get(name)
+        if defs and defs[-1].scope in ("module", "session") and defs[-1].baseid:  # "" is a plugin's
+            return f"{defs[-1].scope}:{name}@{defs[-1].baseid}"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests first, so that two workers do not end on one long test each (whole files, so that
+    a module-scoped fixture is set up once); under ``--dist loadgroup`` the tests that read one trained fixture
+    go to one worker, which trains it once."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+    for item in items:
+        group = shared_fixture(item)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
 def fid_curves_script():
     """``scripts/fid_curves.py`` loaded as a fresh module (scripts are not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fid_curves.py"
+    path = ROOT / "scripts" / "fid_curves.py"
     spec = importlib.util.spec_from_file_location("fid_curves", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
