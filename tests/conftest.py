@@ -7,17 +7,20 @@ import csv
 import errno
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
@@ -90,19 +93,37 @@ def assert_each_row_once(run_dir: Path, steps: int, val_every: int, every_step: 
 # ---------------------------------------------------------------- trained once, read by several tests
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The directory ``name`` that ``build(directory)`` filled, once per test run: under pytest-xdist the workers
+    share it (the first to need it builds it while the others wait on its lock), so a session fixture trained
+    here costs its training once, whichever workers its tests land on."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if WORKER else root  # the workers' base directories share their parent
+    directory = root / f"built-{name}"
+    with FileLock(f"{directory}.lock"):
+        if not (directory / ".built").exists():
+            shutil.rmtree(directory, ignore_errors=True)  # a build that failed part-way
+            directory.mkdir()
+            build(directory)
+            (directory / ".built").touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of 2 steps of debug=tiny (tiny U-ViT, EMA): a checkpoint for the sample and eval
     commands. Tests may add files under its ``eval/``; nothing else in it changes."""
-    _, run_dir = train_in(tmp_path_factory.mktemp("tiny"), [*TINY["uvit"], "trainer.max_steps=2"])
-    return run_dir
+    def build(directory: Path) -> None:
+        train_in(directory, [*TINY["uvit"], "trainer.max_steps=2"])
+
+    return built_once(tmp_path_factory, "tiny", build) / "run"
 
 
 @dataclass
 class StabilityRun:
     run_dir: Path
     overrides: list[str]
-    wandb_summary: dict | None = None  # the offline wandb run's summary, for the run logged to wandb
+    wandb_summary: dict | None = None  # the offline wandb run's summary (as JSON), for the run logged to wandb
 
 
 # The runs the stability-callback and dashboard tests read (conf/debug/stability.yaml). Clipping to 1e-4 must
@@ -118,25 +139,30 @@ STABILITY_RUNS = {
 def stability_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StabilityRun]:
     """Three 8-step debug=stability runs of the tiny U-ViT, by scaler, each with its composed config saved
     as Hydra does (``.hydra/config.yaml``); the ``none`` run logs to an offline wandb run as well."""
-    import wandb
+    def build(directory: Path) -> None:
+        import wandb
 
-    tmp = tmp_path_factory.mktemp("stability")
+        for scaler, extra in STABILITY_RUNS.items():
+            overrides = [*TINY["uvit"], *STABILITY, *extra]
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("WANDB_MODE", "offline")
+                mp.setenv("WANDB_SILENT", "true")
+                _, run_dir = train_in(directory, overrides, run_name=scaler)
+                if "logger=wandb" in extra:
+                    try:  # the run's last logged value of every key
+                        summary = json.dumps(dict(wandb.run.summary), default=dict)
+                    finally:
+                        wandb.finish()
+                    (run_dir / "wandb_summary.json").write_text(summary)
+            (run_dir / ".hydra").mkdir()
+            OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
+
+    directory = built_once(tmp_path_factory, "stability", build)
     runs = {}
     for scaler, extra in STABILITY_RUNS.items():
-        overrides = [*TINY["uvit"], *STABILITY, *extra]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("WANDB_MODE", "offline")
-            mp.setenv("WANDB_SILENT", "true")
-            _, run_dir = train_in(tmp, overrides, run_name=scaler)
-            summary = None
-            if "logger=wandb" in extra:
-                try:
-                    summary = dict(wandb.run.summary)  # the run's last logged value of every key
-                finally:
-                    wandb.finish()
-        (run_dir / ".hydra").mkdir()
-        OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
-        runs[scaler] = StabilityRun(run_dir, overrides, summary)
+        summary = directory / scaler / "wandb_summary.json"
+        runs[scaler] = StabilityRun(directory / scaler, [*TINY["uvit"], *STABILITY, *extra],
+                                    json.loads(summary.read_text()) if summary.exists() else None)
     return runs
 
 
@@ -150,14 +176,16 @@ MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch
 @pytest.fixture(scope="session")
 def miniature(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(sweep root, report) of ``scripts/cpu_reproduction.py`` on the miniature sweep, as a user runs it."""
-    tmp = tmp_path_factory.mktemp("repro")
-    report = tmp / "docs" / "cpu_reproduction.md"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
-                           "--report", str(report), "--sweeps", "main", "--jobs", "1", "--", *MINIATURE],
-                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "sweeps", report
+    def build(directory: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
+                               "--report", str(directory / "docs" / "cpu_reproduction.md"), "--sweeps", "main",
+                               "--jobs", "1", "--", *MINIATURE],
+                              cwd=directory, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    directory = built_once(tmp_path_factory, "miniature", build)
+    return directory / "sweeps", directory / "docs" / "cpu_reproduction.md"
 
 
 # ---------------------------------------------------------------- the commands, in-process
@@ -297,26 +325,11 @@ def _quiet_and_few_threads():
     yield
 
 
-def shared_fixture(item: pytest.Item) -> str | None:
-    """The first module- or session-scoped fixture of this project that ``item`` uses, as ``scope:name@where``."""
-    for name in sorted(item.fixturenames):
-        defs = item._fixtureinfo.name2fixturedefs.get(name)
-        if defs and defs[-1].scope in ("module", "session") and defs[-1].baseid:  # "" is a plugin's
-            return f"{defs[-1].scope}:{name}@{defs[-1].baseid}"
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with slow tests first, so that two workers do not end on one long test each (whole files, so that
-    a module-scoped fixture is set up once); under ``--dist loadgroup`` the tests that read one trained fixture
-    go to one worker, which trains it once."""
+    """Files with slow tests first, so that two workers (``--dist loadfile``: whole files, so that a module-scoped
+    fixture is set up once) do not end on one long file each."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)
-    for item in items:
-        group = shared_fixture(item)
-        if group and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
