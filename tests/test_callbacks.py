@@ -21,18 +21,6 @@ from scalelong.lit import build_module
 from scalelong.models.common import timestep_embedding
 from scalelong.plots.metrics import read_metrics
 
-# Every measurement on every other step (windows of 2), robustness and κ every 4 steps.
-STABILITY = [
-    "callbacks=stability",
-    "trainer.max_steps=8",
-    "callbacks.features.every_n_steps=2", "callbacks.features.window=2", "callbacks.features.probe_size=8",
-    "callbacks.gradients.every_n_steps=2", "callbacks.gradients.window=2",
-    "callbacks.kappa.every_n_steps=4", "callbacks.kappa.num_inputs=4",
-    "callbacks.noise_ratio.num_images=64",
-    "callbacks.robustness.every_n_steps=4", "callbacks.robustness.probe_size=8",
-    "callbacks.robustness.num_jacobian=2", "callbacks.robustness.iters=5",
-    "callbacks.timestep_loss.every_n_steps=2",
-]
 SKIPS = (1, 2)  # TINY U-ViT: depth 4 -> 2 LSCs
 BLOCKS = ("in_block_1", "in_block_2", "mid_block", "out_block_1", "out_block_2")
 
@@ -55,9 +43,10 @@ def expected_keys(scaler: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_stability_bundle_writes_every_documented_key_with_finite_values(train_run):
-    # Clipping to 1e-4 must not show in the logged norms: they are read before clipping.
-    _, run_dir = train_run([*TINY["uvit"], *STABILITY, "scaler=ls", "trainer.gradient_clip_val=1e-4"])
+def test_stability_bundle_writes_every_documented_key_with_finite_values(stability_runs):
+    # The ls run (conf/debug/stability.yaml) clips gradients to 1e-4, which must not show in the logged
+    # norms: they are read before clipping.
+    run_dir = stability_runs["ls"].run_dir
     series = read_metrics(run_dir / "csv" / "metrics.csv")
     stability = {k for k in series if k.split("/")[0] in
                  ("feat", "osc", "grad", "loss", "kappa", "ls", "noise_ratio", "robust", "loss_t")}
@@ -91,8 +80,8 @@ def test_stability_bundle_writes_every_documented_key_with_finite_values(train_r
 
 
 @pytest.mark.slow
-def test_cs_readout_and_scaled_skip_energy_follow_kappa(train_run):
-    _, run_dir = train_run([*TINY["uvit"], *STABILITY, "scaler=cs", "cs_kappa=0.5"])
+def test_cs_readout_and_scaled_skip_energy_follow_kappa(stability_runs):
+    run_dir = stability_runs["cs"].run_dir  # cs_kappa=0.5
     series = read_metrics(run_dir / "csv" / "metrics.csv")
     assert [series[f"kappa/skip_{i}"][7] for i in SKIPS] == [1.0, 0.5]
     for step, before in series["feat/skip_2"].items():  # F(κ s) = κ² F(s)
@@ -101,16 +90,9 @@ def test_cs_readout_and_scaled_skip_energy_follow_kappa(train_run):
 
 
 @pytest.mark.slow
-def test_offline_wandb_run_receives_the_stability_keys(train_run, monkeypatch):
-    import wandb
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    _, run_dir = train_run([*TINY["uvit"], *STABILITY, "scaler=none", "logger=wandb"])
-    try:
-        summary = dict(wandb.run.summary)  # the run's last logged value of every key
-    finally:
-        wandb.finish()
+def test_offline_wandb_run_receives_the_stability_keys(stability_runs):
+    run = stability_runs["none"]  # logger=wandb, WANDB_MODE=offline
+    run_dir, summary = run.run_dir, run.wandb_summary  # the run's last logged value of every key
     assert len(list(Path(run_dir, "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     for key in ("feat/level_2", "osc/feat/mean/mrc", "grad/out_block_1", "kappa/skip_2", "noise_ratio/q97",
                 "robust/ratio/delta_0.01", "robust/m0/level_1", "loss_t/q4", "loss/spikes"):

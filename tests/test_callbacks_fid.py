@@ -13,18 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, TINY
+from conftest import TINY
 from scalelong.callbacks.fid import FIDTracker
 from scalelong.config import compose
 from scalelong.errors import ConfigError
 from scalelong.eval.cli import run
 
 NAME = "fid_digits-32/dpm_solver-3"
-FID = [
-    "callbacks=fid", "callbacks.fid.every_n_steps=2", "callbacks.fid.num_samples=32", "callbacks.fid.batch_size=16",
-    "callbacks.fid.steps=3", "callbacks.fid.domain.epochs=4", "callbacks.fid.domain.batch_size=64",
-    "callbacks.fid.domain.width=8", "callbacks.fid.domain.feature_dim=32",
-]
+FID = ["debug=fid"]  # conf/debug/fid.yaml: debug=tiny, FID of 32 samples after every 2nd step
 
 
 def fid_series(run_dir: Path) -> dict[int, float]:
@@ -82,14 +78,17 @@ def test_fid_is_logged_by_name_and_best_checkpoint_holds_the_measured_ema_weight
 
 
 @pytest.mark.slow
-def test_fid_callback_under_two_process_ddp(tmp_path) -> None:
-    args = [
-        "trainer=ddp_cpu", *FAST, *FID, "run_name=ddp",
-    ]
+def test_two_process_ddp_on_cpu_completes_and_measures_fid_on_rank_zero(tmp_path) -> None:
+    """``scalelong-train trainer=ddp_cpu`` as a user starts it: two gloo processes train, checkpoint, draw the
+    sample grid, and the FID callback measures on rank zero alone."""
+    args = ["trainer=ddp_cpu", *FID, "run_name=ddp"]
     proc = subprocess.run([sys.executable, "-m", "scalelong.train", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "outputs" / "runs" / "ddp"
+    assert "world_size: 2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "samples" / "step_0000004.png").is_file()
     values = fid_series(run_dir)
     assert sorted(values) == [1, 3] and all(math.isfinite(v) for v in values.values())
     assert (run_dir / "checkpoints" / "best_fid.ckpt").is_file()

@@ -1,9 +1,10 @@
-"""The installed commands as a user runs them: multirun sweeps, 2-process DDP on CPU, sampling,
-clean errors. Each test launches real processes, so they are marked slow."""
+"""The commands as a user runs them: multirun sweeps, sampling, clean errors, and what only a real process
+shows (signals, kills, two processes on one run, exit codes). A real process is started where the process is
+the subject, and once per command as a smoke; the rest run the same ``main`` in-process (conftest ``cli``).
+Two-process DDP is tests/test_callbacks_fid.py's."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import re
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-TINY_CLI = ["debug=tiny"]  # conf/debug/tiny.yaml: digits, a tiny U-ViT, 4 steps
+from conftest import FAST, RESUME, assert_each_row_once, read_rows
 
 
 def scalelong(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -33,7 +34,7 @@ def test_readme_joblib_sweep_runs_as_written(tmp_path):
     """The documented command, without hydra.sweep.dir: the sweep directory resolves under outputs/."""
     documented = "scalelong-train -m hydra/launcher=joblib scaler=none,cs"
     assert documented in README.read_text()
-    proc = scalelong("train", [*documented.split()[1:], *TINY_CLI], tmp_path)
+    proc = scalelong("train", [*documented.split()[1:], *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
@@ -44,8 +45,8 @@ def test_readme_joblib_sweep_runs_as_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finished_results(tmp_path):
-    proc = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI], tmp_path)
+def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finished_results(tmp_path, cli):
+    proc = cli("train", ["-m", "diffusion.input_noise=1e39,0.0", *FAST])  # the basic launcher: jobs in-process
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert proc.stderr.strip().splitlines()[-1].startswith(
@@ -57,31 +58,18 @@ def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_keeps_finishe
     (finished,) = [p for p in sweep.iterdir() if "input_noise-0.0" in p.name]
     summary = (finished / "summary.json").read_bytes()
 
-    table = subprocess.run([sys.executable, "-m", "scalelong.aggregate", str(sweep)], capture_output=True, text=True)
+    table = cli("aggregate", [str(sweep)])
     assert "diffusion.input_noise=0.0" in table.stdout
     assert "Not in the table (did not complete)" in table.stdout and "failed: NonFiniteLossError" in table.stdout
 
-    again = scalelong("train", ["-m", "diffusion.input_noise=1e39,0.0", *TINY_CLI, f"hydra.sweep.dir={sweep}"],
-                      tmp_path)
+    again = cli("train", ["-m", "diffusion.input_noise=1e39,0.0", *FAST, f"hydra.sweep.dir={sweep}"])
     assert again.returncode == 1
     assert (finished / "summary.json").read_bytes() == summary  # the finished job was not redone or blanked
 
 
 @pytest.mark.slow
-def test_ddp_cpu_two_processes_complete(tmp_path):
-    proc = scalelong("train", ["trainer=ddp_cpu", *TINY_CLI, "run_name=ddp"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "outputs" / "runs" / "ddp"
-    assert "world_size: 2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
-    assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert (run / "samples" / "step_0000004.png").is_file()
-
-
-@pytest.mark.slow
-def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
-    proc = scalelong("train", [*TINY_CLI, "run_name=s"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = tmp_path / "outputs" / "runs" / "s" / "checkpoints" / "last.ckpt"
+def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path, tiny_run, cli):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     out = tmp_path / "grid"
     proc = scalelong("sample", [f"ckpt={ckpt}", "num_samples=5", "batch_size=2", "sampler=ddim",
                                 "steps=3", f"out={out}"], tmp_path)
@@ -90,14 +78,13 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
     assert data["images"].shape == (5, 28, 28, 1) and data["images"].dtype == np.uint8
     assert out.with_suffix(".png").is_file()
 
-    bad = scalelong("sample", [f"ckpt={tmp_path / 'nope.ckpt'}"], tmp_path)
+    bad = cli("sample", [f"ckpt={tmp_path / 'nope.ckpt'}"])
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("scalelong-sample: checkpoint")
     assert "Traceback" not in bad.stderr
-    bad = scalelong("train", ["model=uvit_s2_cifar10", *TINY_CLI], tmp_path)
+    bad = cli("train", ["model=uvit_s2_cifar10", *FAST])
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "model expects 3×32×32 images but data gives 1×28×28" in bad.stderr
-
 
 
 @pytest.mark.slow
@@ -123,23 +110,14 @@ def test_sample_command_writes_png_and_npz_and_errors_are_one_line(tmp_path):
     ("sample", ["ckpt=x.ckpt", "num_samples=0"],
      "num_samples=0 must be a whole number of at least 1, e.g. num_samples=64"),
 ])
-def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, command, args, message):
+def test_user_errors_are_one_line_naming_key_value_and_fix(tmp_path, cli, command, args, message):
     (tmp_path / "a_file").write_text("")
     args = [a.format(tmp=tmp_path) for a in args]
-    proc = scalelong(command, [*(TINY_CLI if command == "train" else []), *args], tmp_path)
+    proc = cli(command, [*(FAST if command == "train" else []), *args])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     run = "debug-tiny"
     assert proc.stderr.strip().splitlines()[-1] == f"scalelong-{command}: " + message.format(tmp=tmp_path, run=run)
     assert not list(tmp_path.glob("outputs/runs/*"))  # a refused command leaves no run directory
-
-
-RESUME_CLI = [
-    "data=digits", "data.batch_size=16", "model=unet_small", "model.ch=16", "model.norm_groups=8",
-    "model.attn_resolutions=[7]", "model.dropout=0.1", "trainer.max_steps=16", "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "callbacks.samples.num_samples=2", "callbacks.samples.steps=2",
-    "callbacks.checkpoint.every_n_train_steps=2", "callbacks.ema.decay=0.9", "optim.warmup_steps=1",
-]
 
 
 def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -157,10 +135,10 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 def test_sigterm_and_kills_at_random_moments_resume_bit_exact_with_each_metrics_row_once(tmp_path):
-    straight = scalelong("train", [*RESUME_CLI, "run_name=straight"], tmp_path)
+    straight = scalelong("train", [*RESUME, "run_name=straight"], tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = tmp_path / "outputs" / "runs" / "killed"
-    args = [*RESUME_CLI, "run_name=killed"]
+    args = [*RESUME, "run_name=killed"]
 
     # SIGTERM (pre-emption): the step in progress ends, its state is saved, the exit code is not 0.
     proc = start_train(args, tmp_path)
@@ -191,10 +169,7 @@ def test_sigterm_and_kills_at_random_moments_resume_bit_exact_with_each_metrics_
             assert torch.equal(tensor, b[key][name]), (key, name)
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    with open(run / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
-        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+    assert_each_row_once(run, 16, 3)
 
 
 # `scalelong-train` that SIGKILLs itself when Lightning hands the CSV logger the training row of
@@ -218,32 +193,28 @@ main()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", [1, 7])
-def test_a_kill_as_a_training_row_is_logged_loses_no_row_and_repeats_none(tmp_path, row):
+def test_a_kill_as_a_training_row_is_logged_loses_no_row_and_repeats_none(tmp_path, cli, row):
     """Row 1: before the first checkpoint, so the rerun starts over. Row 7: step 8's checkpoint is
     saved in on_train_batch_end, before Lightning logs the step's training row (CSV step 7); a kill
     in between must not leave a checkpoint that counts a row never written."""
     script = tmp_path / "killed_at_a_row.py"
     script.write_text(KILLED_AT_A_ROW.format(step=row))
-    args = [*RESUME_CLI, "run_name=window"]
+    args = [*RESUME, "run_name=window"]
     killed = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True,
                             timeout=600, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run = tmp_path / "outputs" / "runs" / "window"
-    done = scalelong("train", args, tmp_path)
+    done = cli("train", args)  # the rerun needs no process of its own
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list(run.glob("**/.*.tmp-*"))  # the killed attempt's temporary files are gone
-    with open(run / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3))),
-                      ("lr-AdamW/pg1", list(range(16)))):
-        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+    assert_each_row_once(run, 16, 3, every_step=("lr-AdamW/pg1",))
 
 
 @pytest.mark.slow
 def test_a_second_process_on_a_running_run_directory_is_refused_in_one_line_and_the_first_finishes_intact(tmp_path):
     """Two identical commands at once: the second meets the first's flock on <run dir>/.lock."""
     run = tmp_path / "outputs" / "runs" / "shared"
-    args = [*RESUME_CLI, "run_name=shared"]
+    args = [*RESUME, "run_name=shared"]
     first = start_train(args, tmp_path)
     wait_for(run / "checkpoints" / "step0000002.ckpt", first)
     first.send_signal(signal.SIGSTOP)  # still holding the lock, whatever the load on the machine
@@ -260,16 +231,13 @@ def test_a_second_process_on_a_running_run_directory_is_refused_in_one_line_and_
     assert json.loads((run / "status.json").read_text()) == {"status": "completed", "step": 16}
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "last.ckpt", *(f"step{s:07d}.ckpt" for s in range(2, 17, 2))]
-    with open(run / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
-        assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+    assert_each_row_once(run, 16, 3)
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_sweep_saves_the_running_job_stops_the_sweep_non_zero_and_a_rerun_completes_it(tmp_path):
+def test_sigterm_to_a_sweep_saves_the_running_job_stops_the_sweep_non_zero_and_a_rerun_completes_it(tmp_path, cli):
     sweep = tmp_path / "sweep"
-    args = ["-m", "seed=0,1", *RESUME_CLI, f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "seed=0,1", *RESUME, f"hydra.sweep.dir={sweep}"]
     proc = start_train(args, tmp_path)
     end = time.monotonic() + 300
     while not list(sweep.glob("*/checkpoints/step0000002.ckpt")):  # job 0 (the names are hashed: too long)
@@ -282,7 +250,7 @@ def test_sigterm_to_a_sweep_saves_the_running_job_stops_the_sweep_non_zero_and_a
     (job0,) = (p for p in sweep.iterdir() if p.is_dir())  # pre-empted: the next job does not start
     assert json.loads((job0 / "status.json").read_text())["status"] == "interrupted"
 
-    again = scalelong("train", args, tmp_path)
+    again = cli("train", args)  # the rerun needs no process of its own
     assert again.returncode == 0, again.stderr[-3000:]
     for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
         assert json.loads((job / "status.json").read_text()) == {"status": "completed", "step": 16}, job
@@ -290,7 +258,8 @@ def test_sigterm_to_a_sweep_saves_the_running_job_stops_the_sweep_non_zero_and_a
 
 
 @pytest.mark.slow
-def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_rows_and_resumes_when_freed(tmp_path):
+def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_rows_and_resumes_when_freed(
+        tmp_path, cli):
     """A real full disk: the run writes into a 32 MiB tmpfs that holds about six of its checkpoints.
     Skipped where this process may not mount one (tests/test_runs.py covers the writes there)."""
     from conftest import tmpfs
@@ -300,8 +269,8 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_row
         if not mounted:
             pytest.skip("mounting a tmpfs needs root")
         run = disk / "outputs" / "runs" / "full"
-        args = [*RESUME_CLI, "run_name=full", f"paths.output_dir={disk / 'outputs'}"]
-        full = scalelong("train", args, tmp_path)
+        args = [*RESUME, "run_name=full", f"paths.output_dir={disk / 'outputs'}"]
+        full = cli("train", args)
         assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
         message = full.stderr.strip().splitlines()[-1]
         written = rf"{re.escape(str(run))}/checkpoints/(step\d{{7}}|last)\.ckpt"
@@ -309,15 +278,11 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_row
                             r"the file is kept\. Free space .*", message), message
         steps = [torch.load(p, weights_only=True)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")]
         assert steps and min(steps) == 2 and not list(run.glob("**/.*.tmp-*"))  # every checkpoint is whole
-        with open(run / "csv" / "metrics.csv") as f:
-            logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+        logged = [int(r["step"]) for r in read_rows(run) if r.get("train/loss")]
         assert logged == sorted(set(logged)) and set(range(max(steps))) <= set(logged)
 
         subprocess.run(["mount", "-o", "remount,size=128m", str(disk)], check=True)  # space freed
-        done = scalelong("train", args, tmp_path)
+        done = cli("train", args)
         assert done.returncode == 0, done.stderr[-3000:]
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
-        with open(run / "csv" / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
-        for key, want in (("train/loss", list(range(16))), ("val/loss", list(range(2, 16, 3)))):
-            assert sorted(int(r["step"]) for r in rows if r.get(key)) == want, key
+        assert_each_row_once(run, 16, 3)

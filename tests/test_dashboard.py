@@ -6,39 +6,20 @@ import csv
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import TINY
-from scalelong.config import compose
 from scalelong.dashboard import main
 from scalelong.plots.metrics import load_run, read_metrics
 from scalelong.plots.page import summary
 from scalelong.plots.workspace import build_workspace
 
-QUICK = [
-    "callbacks=stability", "trainer.max_steps=6",
-    "callbacks.features.every_n_steps=1", "callbacks.features.window=2", "callbacks.features.probe_size=4",
-    "callbacks.gradients.every_n_steps=1", "callbacks.gradients.window=2",
-    "callbacks.kappa.every_n_steps=3", "callbacks.noise_ratio.num_images=32",
-    "callbacks.robustness.every_n_steps=3", "callbacks.robustness.probe_size=4",
-    "callbacks.robustness.num_jacobian=1", "callbacks.robustness.iters=3",
-    "callbacks.timestep_loss.every_n_steps=2",
-]
 PICTURES = ("feature_energy", "skip_energy", "oscillation_heatmap", "grad_norms", "kappa", "noise_ratio",
             "robustness", "loss")
 
 
 @pytest.fixture
-def two_runs(train_run) -> list[Path]:
-    """A ``none`` and a ``cs`` run with their composed config saved as Hydra does."""
-    dirs = []
-    for scaler in ("none", "cs"):
-        overrides = [*TINY["uvit"], *QUICK, f"scaler={scaler}"]
-        _, run_dir = train_run(overrides, run_name=scaler)
-        (run_dir / ".hydra").mkdir()
-        OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
-        dirs.append(run_dir)
-    return dirs
+def two_runs(stability_runs) -> list[Path]:
+    """The ``none`` and ``cs`` runs of conf/debug/stability.yaml, with their composed config saved as Hydra does."""
+    return [stability_runs["none"].run_dir, stability_runs["cs"].run_dir]
 
 
 @pytest.mark.slow
@@ -57,7 +38,7 @@ def test_dashboard_writes_every_picture_the_summary_and_the_page(two_runs, tmp_p
     with open(out / "oscillation_series.csv") as f:
         per_series = list(csv.DictReader(f))
     assert len(per_series) == 2 * (2 + 2 + 6)  # per run: 2 levels, 2 skips, 5 blocks + total
-    assert {r["n"] for r in per_series if r["series"] == "feat/level_1"} == {"4.0"}  # steps 2..5
+    assert {r["n"] for r in per_series if r["series"] == "feat/level_1"} == {"3.0"}  # steps 3, 5, 7 of 1, 3, 5, 7
 
     # The run-level figure averages the per-series figures.
     run = load_run(two_runs[1])

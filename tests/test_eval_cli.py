@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from conftest import TINY
-from scalelong.config import compose
+from scalelong.config import CONF_DIR, compose
 from scalelong.data import DigitsDataModule
 from scalelong.errors import ConfigError
 from scalelong.eval.cli import run, weights_used
 from scalelong.eval.fid import to_uint8
 from scalelong.eval.reference import FIDReference, check_sampling, count_label, kid, sampling_label, uint8_batches
 
-SMALL_DOMAIN = {"epochs": 4, "batch_size": 64, "width": 8, "feature_dim": 32}
+# The small domain classifier of conf/debug/fid.yaml (the FID-callback tests train the same one).
+SMALL_DOMAIN = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "debug" / "fid.yaml").callbacks.fid.domain)
 SMALL_DOMAIN_CLI = [f"domain.{k}={v}" for k, v in SMALL_DOMAIN.items()]
 
 
@@ -95,12 +96,13 @@ def scalelong_eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_eval_command_names_writes_and_reuses_reference_stats(train_run, tmp_path) -> None:
-    _, run_dir = train_run([*TINY["uvit"], "trainer.max_steps=2"])
+def test_eval_command_names_writes_and_reuses_reference_stats(tiny_run, tmp_path, cli) -> None:
+    """The first command in-process, the second as the installed command is started (scalelong-eval's smoke)."""
+    run_dir = tiny_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     args = [f"ckpt={ckpt}", "n_samples=32", "batch_size=16", "sampler=ddim", "steps=3", "kid_subset_size=16",
             *SMALL_DOMAIN_CLI]
-    first = scalelong_eval(args, tmp_path)
+    first = cli("eval.cli", args)
     assert first.returncode == 0, first.stderr[-3000:]
     stats_file = tmp_path / "outputs" / "fid_stats" / "digits_train_28_domain-digits.npz"
     assert f"wrote reference statistics {stats_file}" in first.stdout
@@ -130,15 +132,14 @@ def test_eval_command_names_writes_and_reuses_reference_stats(train_run, tmp_pat
     assert samples["images"].shape == (32, 28, 28, 1) and samples["images"].dtype == np.uint8
 
 
-@pytest.mark.slow
-def test_bad_checkpoint_and_options_give_one_line(tmp_path) -> None:
+def test_bad_checkpoint_and_options_give_one_line(tmp_path, cli) -> None:
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
     for args, message in (
         ([f"ckpt={tmp_path / 'nope.ckpt'}"], "scalelong-eval: checkpoint"),
         ([f"ckpt={corrupt}"], f"scalelong-eval: checkpoint {corrupt} cannot be read"),
     ):
-        proc = scalelong_eval(args, tmp_path)
+        proc = cli("eval.cli", args)
         assert proc.returncode == 1
         assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
@@ -149,8 +150,8 @@ def test_bad_checkpoint_and_options_give_one_line(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_eval_with_inception_features(train_run, tmp_path) -> None:
-    _, run_dir = train_run([*TINY["uvit"], "trainer.max_steps=2"])
+def test_eval_with_inception_features(tiny_run, tmp_path) -> None:
+    run_dir = tiny_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     cfg = compose([f"ckpt={ckpt}", "extractor=inception", "n_samples=8", "sampler=ddim", "steps=3",
                    "ref_count=16", "kid_subset_size=4", "device=cpu", f"cache_dir={tmp_path / 'stats'}"],

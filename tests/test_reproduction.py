@@ -1,18 +1,15 @@
 """The CPU reproductions: their sweeps compose, the decision rule, the committed conv UNet verdicts recomputed
 from its raw CSVs, and a miniature of the whole pipeline — ``scripts/cpu_reproduction.py`` trains a 2-setting ×
-2-seed sweep, writes the report with every section, and both notebooks execute on it."""
+2-seed sweep (conftest ``miniature``) and writes the report with every section (the notebooks run on it in
+tests/test_notebooks.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import matplotlib
 import pytest
 
 from scalelong.config import compose
@@ -27,13 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ["## Verdicts", "## Setup", "## Claim 1", "## Claim 2", "## Claim 3", "## Claim 4", "## Claim 5",
             "## Claim 6", "## Stability frontier", "## Samples", "## Measured budget", "## Raw per-run summaries"]
 CONV = ROOT / "docs" / "results" / "cpu_reproduction"
-# 2 settings (none, ls) × 2 seeds of the main sweep, shallow UNet, batch 16, 100 steps.
-MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch_size=16", "trainer.max_steps=100",
-             "trainer.val_check_interval=100", "optim.warmup_steps=10", "callbacks.fid.every_n_steps=25",
-             "callbacks.fid.num_samples=128", "callbacks.checkpoint.every_n_train_steps=100",
-             "callbacks.kappa.every_n_steps=50", "callbacks.samples.num_samples=16"]
-
-
 SWEEP_SIZES = {  # the run counts stated in conf/experiment/<recipe>_<sweep>.yaml
     "conv_unet": {"main": 60, "kappa": 6, "lr": 18},
     "uvit": {"frontier": 72, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
@@ -110,19 +100,6 @@ def test_the_committed_conv_unet_verdicts_and_speedups_follow_from_its_raw_csvs(
     assert ls[-1] == "1.28 ± 0.15 (n=3)"  # the best speed-up the README quotes
 
 
-@pytest.fixture(scope="module")
-def miniature(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(sweep root, report) of the one-command driver on the miniature sweep."""
-    tmp = tmp_path_factory.mktemp("repro")
-    report = tmp / "docs" / "cpu_reproduction.md"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
-                           "--report", str(report), "--sweeps", "main", "--jobs", "1", "--", *MINIATURE],
-                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "sweeps", report
-
-
 @pytest.mark.slow
 def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(miniature) -> None:
     root, report = miniature
@@ -145,45 +122,6 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     assert "| main | 1 |" in text  # the budget table reports the sweep's measured minutes
     for figure in ("oscillation", "fid_curves", "speedup", "fid_gain", "ls_kappa"):
         assert (report.parent / "cpu_reproduction" / f"{figure}.png").stat().st_size > 5000, figure
-
-
-def execute(notebook: Path) -> dict:
-    """Run every code cell of ``notebook`` in one namespace (as a kernel would, top to bottom)."""
-    cells = json.loads(notebook.read_text())["cells"]
-    namespace: dict = {}
-    for k, cell in enumerate(cells):
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), f"{notebook.name}[{k}]", "exec"), namespace)
-    return namespace
-
-
-@pytest.mark.parametrize("name", ["oscillation_analysis", "kappa_selection", "theory_checks"])
-def test_notebooks_are_stored_without_outputs(name: str) -> None:
-    cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
-    code = [c for c in cells if c["cell_type"] == "code"]
-    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-
-
-@pytest.mark.slow
-def test_the_oscillation_notebook_executes_on_the_miniature(miniature, monkeypatch) -> None:
-    matplotlib.use("Agg")
-    monkeypatch.setenv("SCALELONG_REPRO_DIR", str(miniature[0]))
-    ns = execute(ROOT / "notebooks" / "oscillation_analysis.ipynb")
-    assert len(ns["sweep"].results) == 4 and ns["sweep"].cells == [(6, 16)]
-    assert [s.title[:7] for s in ns["claims"]] == [*(f"Claim {k}" for k in range(1, 7)), "Stabili"]
-    assert ns["table"][("ls", 6, 16)]["feat_level_mrc"].n == 2
-    assert len(ns["levels"].axes) >= 6 and ns["curves"] is not None
-
-
-@pytest.mark.slow
-def test_the_kappa_notebook_gives_the_sec41_range_and_the_learned_ls_curve(miniature, monkeypatch) -> None:
-    matplotlib.use("Agg")
-    monkeypatch.setenv("SCALELONG_REPRO_DIR", str(miniature[0]))
-    ns = execute(ROOT / "notebooks" / "kappa_selection.ipynb")
-    assert 1.0 < ns["stats"].mean < ns["stats"].high < 5.0
-    low, high = ns["ranges"][12]
-    assert 0.2 < low < 0.5 < high < 0.8  # the sweep's kappa = 0.5 lies inside the range for the digits
-    assert list(ns["learned"]) == [(6, 16)] and len(ns["learned"][(6, 16)]) == 6
 
 
 @pytest.mark.parametrize(("scaler", "cancels"), [(["uniform"], True), (["cs", "cs_kappa=1.2"], True),
