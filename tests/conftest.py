@@ -210,7 +210,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     handlers, level = root.handlers[:], root.level
 
     def call(module: str, args: list[str]) -> Finished:
-        from scalelong.runs import SweepReport
+        from scalelong.runs.hydra_callbacks import SweepReport
 
         main = importlib.import_module(f"scalelong.{module}").main
         monkeypatch.setattr(sys, "argv", [f"scalelong-{module}", *args])
