@@ -29,8 +29,9 @@ def execute(notebook: Path, readout: str, env: dict[str, str] | None = None) -> 
         for key, value in (env or {}).items():
             mp.setenv(key, value)
         client.execute()
-    (output,) = [o for o in nb.cells[-1].outputs if o.get("name") == "stdout"]
-    return json.loads(output.text), nb.cells
+    # A kernel may deliver one print as several stdout stream messages: join them, read the last line.
+    stdout = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("name") == "stdout")
+    return json.loads(stdout.strip().splitlines()[-1]), nb.cells
 
 
 @pytest.mark.parametrize("name", ["oscillation_analysis", "kappa_selection", "theory_checks"])
