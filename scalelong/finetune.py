@@ -227,9 +227,11 @@ def fine_tune(model: Backbone, base: Backbone, base_config: Mapping[str, Any], c
     if method.name == "lsc" and not any(n.startswith("skip_scales.") for n, _ in model.named_parameters()):
         raise ConfigError("finetune=lsc trains the skip scalers' parameters, and this scaler has none; choose a "
                           "learnable one (scaler=ls or scaler=learnable_scalar)")
-    trained = {n for n, p in model.named_parameters() if id(p) not in copied or method.trains(n, model)}
+    # Every name of a shared tensor (the ls core, shared by the skips) counts: a checkpoint stores it under each.
+    named = list(model.named_parameters(remove_duplicate=False))
+    trained = {n for n, p in named if id(p) not in copied or method.trains(n, model)}
     fast = {n for n in trained if n.endswith(".gamma") or n.startswith("skip_scales.")}
-    for name, p in model.named_parameters():
+    for name, p in named:
         p.requires_grad_(name in trained)
     return FineTuned(method.name, str(path), fingerprint(base.state_dict()), frozenset(trained), frozenset(fast),
                      float(ft["lr_scale"]))
@@ -290,7 +292,7 @@ def _load_base(model: Backbone, base: Backbone, path: str | Path) -> set[int]:
                 new.add(name)
             else:
                 tensor.copy_(stored[name])
-        copied = {id(p) for n, p in model.named_parameters() if n not in new}
+        copied = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n not in new}
         _start_from_base(model, base)
     return copied
 
