@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import read_rows, run_config, train_in
@@ -113,7 +114,7 @@ def test_difffit_on_uvit_small_trains_under_2_percent_and_its_checkpoint_is_unde
     metrics, run_dir = train_in(tmp_path, [*small, "finetune=difffit", f"finetune.from={base}"], "difffit")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["total_params"] == sum(p.numel() for p in load_checkpoint(base).model.parameters()) + 6912
-    assert summary["trainable_params"] / summary["total_params"] < 0.02  # 22,212 of 1,936,449: 1.15%
+    assert summary["trainable_params"] / summary["total_params"] < 0.02
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert summary["checkpoint_bytes"] == ckpt.stat().st_size
     assert ckpt.stat().st_size <= 0.1 * base.stat().st_size
@@ -248,3 +249,30 @@ def test_difffit_on_new_data_lowers_the_base_models_validation_loss(tmp_path):
     before, _ = train_in(tmp_path, [*new, "optim.lr=0"], "frozen")
     after, _ = train_in(tmp_path, new, "difffit")
     assert after["val/loss"] < 0.985 * before["val/loss"]  # measured: 0.7234 -> 0.7049
+
+
+def test_the_default_adds_no_key_and_builds_the_model_of_today(tmp_path):
+    cfg, _ = run_config(tmp_path, [BACKBONE["uvit"]])
+    assert "finetune" not in cfg  # conf/finetune/none.yaml: stored configs and run names as before the group
+    module = build_module(cfg)
+    assert module.finetune is None and all(p.requires_grad for p in module.parameters())
+    groups = module.configure_optimizers()["optimizer"].param_groups  # decayed, then spared, all at optim.lr
+    assert [(len(g["params"]), g["weight_decay"], g["lr"]) for g in groups] == [(25, 0.03, 2e-4), (43, 0.0, 2e-4)]
+
+
+@pytest.mark.parametrize(("experiment", "scaler", "arms"), [
+    ("finetune_digits_scratch", "ConstantScaling", None),
+    ("finetune_digits_tune", "ConstantScaling", "full,difffit,bitfit"),
+    ("finetune_digits_ls", "LearnableScaling", "lsc,difffit"),
+])
+def test_the_transfer_study_arms_compose_to_the_base_the_data_and_three_seeds(experiment, scaler, arms):
+    from scalelong.config import compose
+
+    cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params.seed == "0,1,2" and params.get("finetune") == arms
+    assert cfg.scaler._target_.endswith(scaler) and cfg.data._target_.endswith("DigitsDataModule")
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_classes, cfg.trainer.max_steps) == (128, 8, 10, 2000)
+    if arms:
+        stored = OmegaConf.to_container(cfg.finetune)
+        assert stored["method"] == "difffit" and stored["from"].endswith("runs/fmnist_uvit_small/checkpoints/last.ckpt")
