@@ -122,12 +122,17 @@ def test_difffit_on_uvit_small_trains_under_2_percent_and_its_checkpoint_is_unde
     assert set(stored["state_dict"]) == {f"model.{n}" for n in stored[RECORD_KEY]["trained"]}
 
 
+@pytest.mark.slow
 def test_a_fine_tune_run_resumes_exactly_like_a_training_run(tmp_path):
-    base = base_checkpoint(tmp_path, [BACKBONE["unet"], "scaler=none"])
-    run = [BACKBONE["unet"], "scaler=ls", "model.dropout=0.1", "finetune=difffit", f"finetune.from={base}",
+    labels = "model.num_classes=10"  # label dropout: randomness the resumed run must repeat
+    base = base_checkpoint(tmp_path, [BACKBONE["uvit"], "scaler=none", labels])
+    run = [BACKBONE["uvit"], "scaler=ls", labels, "finetune=difffit", f"finetune.from={base}", "callbacks.samples=null",
            "trainer.val_check_interval=3", "callbacks.checkpoint.every_n_train_steps=3", "callbacks.ema.decay=0.9"]
     _, straight = train_in(tmp_path, [*run, "trainer.max_steps=6"], "straight")
-    train_in(tmp_path, [*run, "trainer.max_steps=3"], "resumed")
+    _, first = train_in(tmp_path, [*run, "trainer.max_steps=3"], "resumed")
+    partial = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)  # what the rerun resumes from
+    assert partial["global_step"] == 3
+    assert set(partial["state_dict"]) == {f"model.{n}" for n in partial[RECORD_KEY]["trained"]}
     _, resumed = train_in(tmp_path, [*run, "trainer.max_steps=6"], "resumed")  # ckpt_path=auto
     a = {r["step"]: float(r["train/loss"]) for r in read_rows(straight) if r.get("train/loss")}
     b = {r["step"]: float(r["train/loss"]) for r in read_rows(resumed) if r.get("train/loss")}
