@@ -8,12 +8,13 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import read_rows, run_config, train_in
+from conftest import FAST, read_rows, run_config, train_in
 from scalelong.errors import CheckpointError, ConfigError
 from scalelong.finetune import METHODS, RECORD_KEY, Gamma, StartFromBase
 from scalelong.lit import CONFIG_KEY, DiffusionModule, build_module, load_checkpoint
@@ -281,3 +282,26 @@ def test_the_transfer_study_arms_compose_to_the_base_the_data_and_three_seeds(ex
     if arms:
         stored = OmegaConf.to_container(cfg.finetune)
         assert stored["method"] == "difffit" and stored["from"].endswith("runs/fmnist_uvit_small/checkpoints/last.ckpt")
+
+
+def test_the_commands_take_a_fine_tune_and_end_a_bad_base_in_one_line(tmp_path, cli):
+    missing = cli("train", [*FAST, "finetune=difffit", "finetune.from=missing.ckpt"])
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last.startswith("scalelong-train: finetune.from=missing.ckpt does not exist")
+    assert not (tmp_path / "outputs" / "runs").exists()  # refused before Hydra made a run directory
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    bad = cli("train", [*FAST, "finetune=bitfit", f"finetune.from={foreign}"])
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"scalelong-train: {foreign} is not a scalelong checkpoint (no stored run config); use a .ckpt written by "
+        "scalelong-train")
+    base = base_checkpoint(tmp_path, [BACKBONE["uvit"]])
+    done = cli("train", [*FAST, "finetune=difffit", f"finetune.from={base}", "run_name=ft"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "outputs" / "runs" / "ft"
+    assert json.loads((run / "summary.json").read_text())["trainable_params"] == 2737
+    sample = cli("sample", [f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "num_samples=2", "steps=2", "out=grid"])
+    assert sample.returncode == 0, sample.stderr[-2000:]
+    assert np.load(tmp_path / "grid.npz")["images"].shape == (2, 28, 28, 1)
