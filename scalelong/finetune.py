@@ -81,7 +81,8 @@ class Method:
     name: ClassVar[str]
     adds_gammas: ClassVar[bool] = False
 
-    def trains(self, name: str, model: Backbone) -> bool:
+    def trains(self, name: str, norms: set[str]) -> bool:
+        """Whether parameter ``name`` trains; ``norms`` are the names of the norm layers' parameters."""
         raise NotImplementedError
 
 
@@ -90,7 +91,7 @@ class Full(Method):
 
     name = "full"
 
-    def trains(self, name: str, model: Backbone) -> bool:
+    def trains(self, name: str, norms: set[str]) -> bool:
         return True
 
 
@@ -100,9 +101,8 @@ class DiffFit(Method):
     name = "difffit"
     adds_gammas = True
 
-    def trains(self, name: str, model: Backbone) -> bool:
-        return (name.endswith((".gamma", ".bias")) or name in norm_names(model)
-                or name.startswith(("label_embed.", "skip_scales.")))
+    def trains(self, name: str, norms: set[str]) -> bool:
+        return name.endswith((".gamma", ".bias")) or name in norms or name.startswith(("label_embed.", "skip_scales."))
 
 
 class BitFit(Method):
@@ -110,7 +110,7 @@ class BitFit(Method):
 
     name = "bitfit"
 
-    def trains(self, name: str, model: Backbone) -> bool:
+    def trains(self, name: str, norms: set[str]) -> bool:
         return name.endswith(".bias")
 
 
@@ -119,16 +119,16 @@ class LSC(Method):
 
     name = "lsc"
 
-    def trains(self, name: str, model: Backbone) -> bool:
-        return name.startswith("skip_scales.") or name in norm_names(model)
+    def trains(self, name: str, norms: set[str]) -> bool:
+        return name.startswith("skip_scales.") or name in norms
 
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Full, DiffFit, BitFit, LSC)}
 
 
 def norm_names(model: nn.Module) -> set[str]:
-    """Parameter names of the model's LayerNorm and GroupNorm layers."""
-    return {f"{m}.{p}" for m, mod in model.named_modules() if isinstance(mod, NORMS)
+    """Parameter names of the model's LayerNorm and GroupNorm layers (every name of a shared one)."""
+    return {f"{m}.{p}" for m, mod in model.named_modules(remove_duplicate=False) if isinstance(mod, NORMS)
             for p, _ in mod.named_parameters(recurse=False)}
 
 
@@ -229,7 +229,8 @@ def fine_tune(model: Backbone, base: Backbone, base_config: Mapping[str, Any], c
                           "learnable one (scaler=ls or scaler=learnable_scalar)")
     # Every name of a shared tensor (the ls core, shared by the skips) counts: a checkpoint stores it under each.
     named = list(model.named_parameters(remove_duplicate=False))
-    trained = {n for n, p in named if id(p) not in copied or method.trains(n, model)}
+    norms = norm_names(model)
+    trained = {n for n, p in named if id(p) not in copied or method.trains(n, norms)}
     fast = {n for n in trained if n.endswith(".gamma") or n.startswith("skip_scales.")}
     for name, p in named:
         p.requires_grad_(name in trained)
