@@ -265,6 +265,11 @@ def _check_scalers(base: Backbone, model: Backbone, path: str | Path) -> None:
     upgrade = (all(isinstance(m, ConstantScale) for m in base.skip_scales)
                and all(isinstance(m, ScalarScale | GatedScale) for m in model.skip_scales))
     branches_agree = _branch_types(base) == _branch_types(model)
+    constant = all(isinstance(m, ConstantScale) for m in [*base.skip_scales, *model.skip_scales])
+    if constant and base.kappas() != model.kappas():
+        raise CheckpointError(f"finetune.from={path} scales its skips by κ = {base.kappas()}, the fine-tune scaler by "
+                              f"{model.kappas()}; keep the base's scaler settings (e.g. its cs_kappa), or make the "
+                              "scalers learnable (scaler=learnable_scalar or ls), which start at the base's κ")
     if not ((same or upgrade) and branches_agree):
         raise CheckpointError(
             f"finetune.from={path} was trained with the skip scaler {type(base.skip_scales[0]).__name__}, which "

@@ -185,6 +185,7 @@ def test_another_number_of_classes_grows_the_label_table_keeping_the_null_row(tm
     ("model.embed_dim=64", CheckpointError, r"holds another architecture \(model.embed_dim: 32 -> 64\)"),
     ("model.num_classes=10", ConfigError, r"cannot add or remove the label input"),
     ("scaler=rezero", CheckpointError, r"cannot continue from"),
+    ("scaler=cs", CheckpointError, r"scales its skips by κ = \[1.0, 1.0\], the fine-tune scaler by \[1.0, 0.5\]"),
 ])
 def test_a_base_of_another_geometry_or_architecture_is_one_line(tmp_path, override, error, message):
     base = base_checkpoint(tmp_path, [BACKBONE["uvit"], "scaler=none"])
