@@ -299,7 +299,9 @@ def test_the_commands_take_a_fine_tune_and_end_a_bad_base_in_one_line(tmp_path, 
         f"scalelong-train: {foreign} is not a scalelong checkpoint (no stored run config); use a .ckpt written by "
         "scalelong-train")
     base = base_checkpoint(tmp_path, [BACKBONE["uvit"]])
-    done = cli("train", [*FAST, "finetune=difffit", f"finetune.from={base}", "run_name=ft"])
+    (tmp_path / "outputs").mkdir(exist_ok=True)
+    base.rename(tmp_path / "outputs" / "base.ckpt")  # named through an interpolation, as the study's experiments do
+    done = cli("train", [*FAST, "finetune=difffit", "finetune.from=${paths.output_dir}/base.ckpt", "run_name=ft"])
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "outputs" / "runs" / "ft"
     assert json.loads((run / "summary.json").read_text())["trainable_params"] == 2737
