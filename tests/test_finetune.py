@@ -308,3 +308,11 @@ def test_the_commands_take_a_fine_tune_and_end_a_bad_base_in_one_line(tmp_path, 
     sample = cli("sample", [f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "num_samples=2", "steps=2", "out=grid"])
     assert sample.returncode == 0, sample.stderr[-2000:]
     assert np.load(tmp_path / "grid.npz")["images"].shape == (2, 28, 28, 1)
+
+
+def test_finetune_keys_name_the_run_and_a_base_path_becomes_one_directory_name():
+    from scalelong.config import run_name
+
+    assert run_name("finetune-difffit__finetune.from-/runs/base/last.ckpt__trainer.max_steps-4") == \
+        "finetune-difffit__finetune.from-%runs%base%last.ckpt"
+    assert run_name("finetune.lr_scale-3__logger-none") == "finetune.lr_scale-3"
