@@ -79,7 +79,8 @@ class Method:
     """Which tensors of the (γ-extended) model train; everything else stays the base's, bit for bit."""
 
     name: ClassVar[str]
-    adds_gammas: ClassVar[bool] = False
+    adds_gammas: ClassVar[bool] = False  # DiffFit's γ after every attention's QKV and projection, on every branch
+    needs_skip_parameters: ClassVar[bool] = False  # refuse a skip scaler without parameters (none, cs, ...)
 
     def trains(self, name: str, norms: set[str]) -> bool:
         """Whether parameter ``name`` trains; ``norms`` are the names of the norm layers' parameters."""
@@ -118,6 +119,7 @@ class LSC(Method):
     """``lsc``: the long-skip scalers' parameters (an ``ls`` gate, a ``learnable_scalar`` κ_i) and the norms."""
 
     name = "lsc"
+    needs_skip_parameters = True
 
     def trains(self, name: str, norms: set[str]) -> bool:
         return name.startswith("skip_scales.") or name in norms
@@ -224,9 +226,9 @@ def fine_tune(model: Backbone, base: Backbone, base_config: Mapping[str, Any], c
     copied = _load_base(model, base, path)
     if method.adds_gammas:
         add_gammas(model)
-    if method.name == "lsc" and not any(n.startswith("skip_scales.") for n, _ in model.named_parameters()):
-        raise ConfigError("finetune=lsc trains the skip scalers' parameters, and this scaler has none; choose a "
-                          "learnable one (scaler=ls or scaler=learnable_scalar)")
+    if method.needs_skip_parameters and not any(n.startswith("skip_scales.") for n, _ in model.named_parameters()):
+        raise ConfigError(f"finetune={method.name} trains the skip scalers' parameters, and this scaler has none; "
+                          "choose a learnable one (scaler=ls or scaler=learnable_scalar)")
     # Every name of a shared tensor (the ls core, shared by the skips) counts: a checkpoint stores it under each.
     named = list(model.named_parameters(remove_duplicate=False))
     norms = norm_names(model)
