@@ -222,7 +222,7 @@ def test_a_missing_crafted_or_fine_tuned_base_is_one_line_and_nothing_runs(tmp_p
     assert all("\n" not in str(e.value) for e in (err, err2, err3, err4))
 
 
-def test_lsc_with_a_scaler_without_parameters_and_difffit_without_blocks_are_config_errors(tmp_path):
+def test_lsc_with_a_scaler_without_parameters_and_a_bad_lr_scale_are_config_errors(tmp_path):
     base = base_checkpoint(tmp_path, [BACKBONE["uvit"], "scaler=cs"])
     with pytest.raises(ConfigError, match="scaler=ls or scaler=learnable_scalar"):
         tuned(tmp_path, [BACKBONE["uvit"], "scaler=cs"], base, "lsc")
