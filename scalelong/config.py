@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.finetune import check_finetune_config
 from scalelong.models.common import Backbone
 from scalelong.result_keys import changes_result
 from scalelong.samplers import get_sampler
@@ -100,6 +101,7 @@ def check_train_config(cfg: DictConfig) -> None:
             if isinstance(err.__cause__, ScaleLongError):
                 raise err.__cause__ from None
             raise
+    check_finetune_config(OmegaConf.to_container(cfg.finetune, resolve=True) if "finetune" in cfg else None)
     lr = cfg.optim.get("lr")
     if not _is_number(lr) or float(lr) < 0:
         raise ConfigError(f"optim.lr={lr!r} is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "

@@ -27,7 +27,7 @@ import re
 RESULT_KEYS: dict[str, bool] = {
     # What is trained, on which data, with which noise, optimiser and seed: the choice and every field.
     "model": True, "scaler": True, "cs_kappa": True, "data": True, "diffusion": True, "optim": True,
-    "seed": True, "experiment": True, "debug": True,
+    "seed": True, "experiment": True, "debug": True, "finetune": True,
     # ... except where the data is read from and how fast: the same images in the same order.
     "data.root": False, "data.download": False, "data.debian_dir": False, "data.num_workers": False,
     # How a run is executed, observed, logged, checkpointed, stored, evaluated afterwards and named.

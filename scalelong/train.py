@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, OutputError, ScaleLongError
+from scalelong.finetune import parameter_counts
 from scalelong.kappa_range import resolve_auto_kappa
 from scalelong.lit import DiffusionModule, build_module
 from scalelong.loggers import ResumableCSVLogger
@@ -115,9 +116,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 logger.experiment.keep_rows(kept_rows)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
-    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,
-             cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips,
-             sum(p.numel() for p in module.parameters()) / 1e6, f", resuming {ckpt}" if ckpt else "")
+    trainable, total = parameter_counts(module.model)
+    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters, %d trainable%s%s", run_dir, type(module.model).__name__,
+             cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips, total / 1e6, trainable,
+             f" (finetune={module.finetune.method} of {module.finetune.base}: {trainable / total:.2%})"
+             if module.finetune else "", f", resuming {ckpt}" if ckpt else "")
     if auto is not None:
         log.info("scaler.kappa=auto chose kappa = %.4f (paper Sec. 4.1)", auto)
         for logger in loggers:
@@ -129,6 +132,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                              f"{run_dir / 'checkpoints'} is kept. Run the same command again to resume") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step
+    if module.finetune is not None:  # honest accounting: what trained, and what its checkpoint weighs
+        last = run_dir / "checkpoints" / "last.ckpt"
+        metrics.update(trainable_params=trainable, total_params=total,
+                       checkpoint_bytes=last.stat().st_size if last.is_file() else 0)
     if trainer.is_global_zero:
         write_atomic(summary_file, json.dumps(metrics, indent=2))
         write_status(run_dir, "completed", step=trainer.global_step, config=module.config)
