@@ -101,10 +101,17 @@ class ResumableBatchSampler(Sampler[list[tuple[int, bool]]]):
 
 
 def open_image(path: str | Path, mode: str) -> Image.Image:
-    """Decode one image file fully and convert it to ``mode`` ("RGB" or "L"); DataError if unreadable."""
+    """Decode one image file fully and convert it to ``mode`` ("RGB" or "L"); DataError if unreadable.
+
+    A 16-bit grayscale image (PIL mode ``I;16``, or ``I`` from older Pillow) is scaled to 8 bits by its bit
+    depth (÷ 257, so 65535 → 255); PIL's own conversion clips it, saturating nearly every pixel to white.
+    """
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode.startswith("I"):
+                eight_bit = (np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
+                return Image.fromarray(eight_bit).convert(mode)  # uint8 H×W: mode "L"
             return image.convert(mode)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"Cannot read image file {path}: {err}. Replace or delete the file.") from err
