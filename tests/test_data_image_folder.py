@@ -117,7 +117,8 @@ def test_a_16_bit_png_is_scaled_by_its_bit_depth_not_saturated(tmp_path: Path, c
     (tmp_path / "images" / "train").mkdir(parents=True)
     for i, level in enumerate((0, 32896, 65535)):
         Image.fromarray(np.full((8, 8), level, dtype=np.uint16)).save(tmp_path / "images" / "train" / f"{i}.png")
-    assert Image.open(tmp_path / "images" / "train" / "1.png").mode.startswith("I")
+    with Image.open(tmp_path / "images" / "train" / "1.png") as image:
+        assert image.mode.startswith("I")
     dm = ImageFolderDataModule(root=str(tmp_path), batch_size=1, val_size=1, image_size=8, channels=channels,
                                random_flip=False)
     dm.setup()
