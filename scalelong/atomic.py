@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 from scalelong.errors import OutputError
 
 
+# What reading a damaged cache file raises (a truncated or empty .npz or .pt, another file under its name, a
+# missing entry): a reader that can recompute catches these, names the file in one line and recomputes.
+UNREADABLE = (OSError, EOFError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """``BadZipFile: File is not a zip file``: the error's type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` through a temporary file in its directory and ``os.replace``: a reader (or a
-    crash, a kill, a full disk) sees the old file or the new one, never a part."""
+    """Write ``path`` (and its missing parent directories) through a temporary file in its directory and
+    ``os.replace``: a reader (or a crash, a kill, a full disk) sees the old file or the new one, never a part."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(payload)
             f.flush()
