@@ -11,7 +11,6 @@ from pathlib import Path
 
 from scalelong.errors import OutputError
 
-
 # What reading a damaged cache file raises (a truncated or empty .npz or .pt, another file under its name, a
 # missing entry): a reader that can recompute catches these, names the file in one line and recomputes.
 UNREADABLE = (OSError, EOFError, KeyError, ValueError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
