@@ -7,7 +7,9 @@ so that a validation loss or a probe batch (docs/metrics.md "Probe batch") chang
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +58,13 @@ class TensorImageDataset(Dataset[Sample]):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the images and labels: what a cache of statistics of this split is keyed by."""
+        digest = hashlib.sha256(f"{tuple(self.images.shape)} {self.images.dtype}".encode())
+        for t in (self.images, self.labels):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def __getitem__(self, key: Key) -> Sample:
         index, flip = split_key(key, self.random_flip)
@@ -137,6 +146,15 @@ class ImageFileDataset(Dataset[Sample]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the decoding mode and each file's absolute path, label, size and modification time:
+        what a cache of statistics of this split is keyed by (another folder, or an edited file, is other data)."""
+        digest = hashlib.sha256(self.mode.encode())
+        for path, label in self.samples:
+            stat = os.stat(path)
+            digest.update(f"\0{Path(path).resolve()}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
 
     def __getitem__(self, key: Key) -> Sample:
         index, flip = split_key(key, self.random_flip)
