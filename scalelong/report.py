@@ -11,6 +11,7 @@ inferred from the runs' backbone unless given; the analysis is :mod:`scalelong.r
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from scalelong.errors import ConfigError
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", choices=studies(), help="default: inferred from the runs' backbone")
     parser.add_argument("--out", type=Path, help="default: the study's report path")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="scalelong-report: %(message)s")  # what the runs lack
     if not args.root.is_dir():
         parser.exit(1, f"scalelong-report: {args.root} is not a directory; pass the directory of a reproduction's "
                        "sweeps, e.g. outputs/repro_cpu (python scripts/cpu_reproduction.py writes it)\n")
