@@ -22,9 +22,11 @@ def unreadable_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
+def write_atomic(path: Path, data: bytes | str, fix: str = "") -> None:
     """Write ``path`` (and its missing parent directories) through a temporary file in its directory and
-    ``os.replace``: a reader (or a crash, a kill, a full disk) sees the old file or the new one, never a part."""
+    ``os.replace``: a reader (or a crash, a kill, a full disk) sees the old file or the new one, never a part.
+    A failed write removes the temporary file and raises ``OutputError`` (:func:`write_error_message`, with
+    ``fix`` as its fix when given)."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -37,10 +39,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OutputError(write_error_message(path, err)) from err
+        raise OutputError(write_error_message(path, err, fix)) from err
 
 
-def write_error_message(path: Path, err: OSError) -> str:
+def write_error_message(path: Path, err: OSError, fix: str = "") -> str:
+    """``cannot write <path>: the disk is full; ...`` and the fix (by default: free space or move
+    ``paths.output_dir``)."""
     what = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or type(err).__name__)
-    return (f"cannot write {path}: {what}; the previous version of the file is kept. "
-            "Free space or set paths.output_dir to a writable directory with room, then rerun the command")
+    fix = fix or "Free space or set paths.output_dir to a writable directory with room, then rerun the command"
+    return f"cannot write {path}: {what}; the previous version of the file is kept. {fix}"

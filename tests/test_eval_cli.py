@@ -277,5 +277,6 @@ def test_eval_on_a_full_disk_is_one_line_leaves_no_partial_file_and_writes_no_re
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"scalelong-eval: cannot write {disk / 'run' / 'eval'}/"), message
-    assert "the disk is full" in message
+    assert message.endswith("the disk is full; the previous version of the file is kept. Free space, or write the "
+                            "result to a disk with room (out=<JSON path>, save_samples=false), then rerun"), message
     assert sorted(p.name for p in (disk / "run").rglob("*") if p.is_file()) == ["last.ckpt"]

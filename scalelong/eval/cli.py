@@ -108,10 +108,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.references:
         result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
+    fix = "Free space, or write the result to a disk with room (out=<JSON path>, save_samples=false), then rerun"
     if cfg.save_samples:
         label = sampling_label(cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
-        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}")
-    write_atomic(path, json.dumps(result, indent=2))  # last: a result on disk means everything was written
+        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}", fix)
+    write_atomic(path, json.dumps(result, indent=2), fix)  # last: a result on disk means everything was written
 
     print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
     print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")
