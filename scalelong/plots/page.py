@@ -98,7 +98,8 @@ def write_html(runs: Sequence[Run], pictures: Sequence[str], rows: Sequence[dict
     if absent:
         items += ("<h2>Not logged by these runs</h2><ul>" + "".join(
             f"<li>{html.escape(name)}: logged by {html.escape(LOGGED_BY[name])}</li>" for name in absent)
-            + "</ul><p>Train with callbacks=stability (or add the callback) to measure them.</p>")
+            + "</ul><p>callbacks=stability enables them all; each logs every <code>every_n_steps</code> steps, so a "
+            "run shorter than that logs none.</p>")
     dirs = "".join(f"<li><b>{html.escape(r.label)}</b>: {html.escape(str(r.path))}</li>" for r in runs)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>scalelong stability dashboard</title>
@@ -137,8 +138,8 @@ def build_dashboard(run_dirs: Sequence[str | Path], out: str | Path, start: int 
         pictures.append(name)
     absent = [name for name in LOGGED_BY if name not in pictures]
     if absent:
-        log.info("no data for %s in these runs (logged by %s; train with callbacks=stability to have them): "
-                 "the page shows the rest", ", ".join(absent),
-                 ", ".join(dict.fromkeys(LOGGED_BY[name] for name in absent)))
+        log.info("no data for %s in these runs: %s log it (all of them: callbacks=stability) every "
+                 "every_n_steps steps, which these runs did not enable or did not reach; the page shows the rest",
+                 ", ".join(absent), ", ".join(dict.fromkeys(LOGGED_BY[name] for name in absent)))
     rows = write_summary(runs, out, start, stop)
     return write_html(runs, pictures, rows, out, start, stop)
