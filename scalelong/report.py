@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from scalelong.errors import ConfigError
+from scalelong.errors import ScaleLongError
 from scalelong.reproduction import load_study, studies, write_report
 from scalelong.reproduction.results import model_targets
 from scalelong.reproduction.study import study_of_runs
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
                        "sweeps, e.g. outputs/repro_cpu (python scripts/cpu_reproduction.py writes it)\n")
     try:
         study = load_study(args.study or study_of_runs(model_targets(args.root)))
-    except ConfigError as err:
+        print(write_report(args.root, args.out or study.report, study))
+    except ScaleLongError as err:  # a bad --study, mixed backbones, an unreadable summary.json
         parser.exit(1, f"scalelong-report: {err}\n")
-    print(write_report(args.root, args.out or study.report, study))
 
 
 if __name__ == "__main__":
