@@ -17,7 +17,7 @@ unexport PYTHONDONTWRITEBYTECODE
 demo: setup data
 	$(VENV)/bin/scalelong-train experiment=fmnist_demo
 	$(VENV)/bin/scalelong-eval ckpt=outputs/runs/fmnist_demo/checkpoints/last.ckpt n_samples=1000 sampler=dpm_solver steps=10 guidance_scale=2 references=true save_samples=true
-	@echo "samples: outputs/runs/fmnist_demo/eval/last/  metrics: outputs/runs/fmnist_demo/csv/metrics.csv"
+	@echo "samples: outputs/runs/fmnist_demo/eval/step0001200/  metrics: outputs/runs/fmnist_demo/csv/metrics.csv"
 
 # Two pytest-xdist workers, one core and one torch thread each, given whole files (a module fixture is set up once);
 # a run trained for several files is trained once and shared (tests/conftest.py). TEST_WORKERS=0: one process.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scalelong.errors import ScaleLongError
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
 
@@ -27,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     problems = incomplete_jobs(args.paths)
     if not runs and not problems:
         parser.exit(1, f"scalelong-aggregate: no run with summary.json under {', '.join(map(str, args.paths))}\n")
-    table = to_markdown(aggregate(runs, args.metrics))
+    try:
+        table = to_markdown(aggregate(runs, args.metrics))
+    except ScaleLongError as err:  # an unreadable summary.json, a metric that is not a number
+        parser.exit(1, f"scalelong-aggregate: {err}\n")
     if problems:
         table += "\n\nNot in the table (did not complete):\n" + "\n".join(f"- {line}" for line in problems)
     print(table)

@@ -83,9 +83,38 @@ OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
+# Whole-number settings: (key, least value, what it counts, an example). A key the composed config does not hold
+# (a conv UNet has no ``model.depth``) is not checked.
+WHOLE_NUMBERS = (
+    ("trainer.max_steps", 1, "training steps", 1200),
+    ("seed", 0, "the run's seed", 0),
+    ("model.patch_size", 1, "U-ViT's patch side in pixels", 4),
+    ("model.depth", 1, "U-ViT's transformer blocks", 8),
+    ("diffusion.num_timesteps", 1, "the diffusion steps T", 1000),
+    ("optim.warmup_steps", 0, "linear warm-up steps", 100),
+)
+
+
+def check_whole_number(value: object, key: str, least: int, what: str, example: int) -> None:
+    """``ConfigError`` naming ``key`` unless ``value`` is a whole number of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key}={value!r} must be a whole number of at least {least} ({what}); "
+                          f"set it, e.g. {key}={example}")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Refuse values that would otherwise fail deep inside a run (a traceback from the optimiser,
-    Hydra's ``instantiate`` or the last sample grid) with one ``ConfigError`` naming the key."""
+    Hydra's ``instantiate`` or the last sample grid) or be accepted silently (``model.depth=0``) with one
+    ``ConfigError`` naming the key."""
+    for key, least, what, example in WHOLE_NUMBERS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            check_whole_number(value, key, least, what, example)
+    ema = (cfg.get("callbacks") or {}).get("ema")
+    decay = ema.get("decay") if ema is not None else None
+    if decay is not None and not (_is_number(decay) and 0 <= float(decay) <= 1):
+        raise ConfigError(f"callbacks.ema.decay={decay!r} must be a number in [0, 1] (the EMA's weight on the old "
+                          "average); set it, e.g. callbacks.ema.decay=0.999, or callbacks.ema=null for no EMA")
     kappa_key = "cs_kappa" if OmegaConf.to_container(cfg.scaler).get("kappa") == "${cs_kappa}" else "scaler.kappa"
     kappa = cfg.scaler.get("kappa")
     if kappa is not None and kappa != "auto" and not _is_number(kappa):

@@ -83,6 +83,7 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"optim.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
         self.decay, self.min_lr_ratio = decay, min_lr_ratio
         self.seed, self.config, self.finetune = seed, config, finetune
+        self.checkpoint_step: int | None = None  # the training step of the weights load_checkpoint read
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -305,7 +306,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the module of a scalelong checkpoint from its stored config and load its weights.
 
     The checkpoint's ``state_dict`` holds the EMA weights when EMA was on (Lightning's
-    ``EMAWeightAveraging``), so the returned module samples with EMA weights.
+    ``EMAWeightAveraging``), so the returned module samples with EMA weights; its ``checkpoint_step`` is the
+    training step the checkpoint was written at.
     """
     return _module_from(read_checkpoint(path, map_location), path).eval()
 
@@ -326,5 +328,6 @@ def _module_from(ckpt: dict[str, Any], path: str | Path) -> DiffusionModule:
             f"{(missing + unexpected + mismatched)[0]}); the file was edited or written by another version: "
             "use a .ckpt written by this scalelong-train")
     module.load_state_dict(stored)
-    log.info("loaded %s (step %s)", path, ckpt.get("global_step"))
+    module.checkpoint_step = int(ckpt.get("global_step", 0))
+    log.info("loaded %s (step %s)", path, module.checkpoint_step)
     return module

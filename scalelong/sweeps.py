@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from scalelong.atomic import unreadable_reason
 from scalelong.config import names_the_run
+from scalelong.errors import ScaleLongError
 from scalelong.stats import Stat, markdown_table, stat
 
 
@@ -78,7 +80,7 @@ def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
     group order."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
-        groups[group_key(run)].append(json.loads((run / "summary.json").read_text()))
+        groups[group_key(run)].append(read_summary(run))
     rows = []
     for key in sorted(groups):
         summaries = groups[key]
@@ -90,6 +92,22 @@ def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
                 row[name] = stat(values)
         rows.append(row)
     return rows
+
+
+def read_summary(run: Path) -> dict[str, float]:
+    """The run's final metrics; ``ScaleLongError`` naming the file, or the key, when the file is unreadable
+    (truncated) or a metric is not a number (NaN is one: not measured)."""
+    path = run / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ScaleLongError(f"{path} cannot be read ({unreadable_reason(err)}); rerun the run to rewrite it, or "
+                             "move the run out of the directories aggregated") from err
+    for key, value in summary.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScaleLongError(f"{path}: {key}={value!r} is not a number; rerun the run to rewrite it, or move "
+                                 "the run out of the directories aggregated")
+    return summary
 
 
 def to_markdown(rows: list[dict]) -> str:

@@ -52,3 +52,20 @@ def test_failed_and_missing_jobs_are_listed_under_the_table(tmp_path, capsys):
     assert "| scaler=cs | 1 | 0.5 (n=1) |" in out
     assert f"- {failed}: failed: NonFiniteLossError: nan" in out
     assert f"- {sweep}: 1 of 3 jobs missing (never started)" in out
+
+
+@pytest.mark.parametrize("summary,message", [
+    ('{"val/loss": 0.', "summary.json cannot be read (JSONDecodeError: "),
+    ('{"val/loss": null, "step": 10}', "summary.json: val/loss=None is not a number; "),
+    ('{"val/loss": "abc", "step": 10}', "summary.json: val/loss='abc' is not a number; "),
+])
+def test_an_unreadable_summary_or_a_metric_that_is_not_a_number_is_one_line_naming_it(tmp_path, capsys, summary,
+                                                                                        message):
+    fake_run(tmp_path, "a", ["seed=0"], 0.5)
+    fake_run(tmp_path, "b", ["seed=1"], 0.5)
+    (tmp_path / "b" / "summary.json").write_text(summary)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"scalelong-aggregate: {tmp_path / 'b'}/{message}"), err

@@ -163,9 +163,12 @@ class Sweep:
 
     def speedups(self, scaler: str, skips: int, batch: int, at: float) -> list[float]:
         """Per seed: the speed-up (:func:`scalelong.eval.speedup.speedup`) of ``scaler`` over none to the FID
-        none logged at fraction ``at`` of training; 0 when ``scaler`` never reaches it."""
+        none logged at fraction ``at`` of training; 0 when ``scaler`` never reaches it. Pairs of which a run
+        logged no FID curve have no speed-up."""
         out = []
         for base, run in self.paired(scaler, skips, batch):
+            if base.fid is None or run.fid is None:
+                continue
             k = int(np.abs(base.fid.steps - at * base.fid.steps[-1]).argmin())
             out.append(speedup(base.fid, run.fid, float(base.fid.values[k])) or 0.0)
         return out
