@@ -165,11 +165,13 @@ def stability_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stabil
     return runs
 
 
-MINIATURE = ["scaler=none,ls", "seed=0,1", "model.num_res_blocks=1", "data.batch_size=16", "trainer.max_steps=100",
+MINIATURE = ["scaler=none,ls", "seed=0,1", "model.depth=12", "optim.lr=2e-3", "trainer.max_steps=100",
              "trainer.val_check_interval=100", "optim.warmup_steps=10", "callbacks.fid.every_n_steps=25",
              "callbacks.fid.num_samples=128", "callbacks.checkpoint.every_n_train_steps=100",
              "callbacks.kappa.every_n_steps=50", "callbacks.samples.num_samples=16"]
-"""2 settings (none, ls) × 2 seeds of the CPU reproduction's main sweep, shallow UNet, batch 16, 100 steps."""
+"""2 settings (none, ls) × 2 seeds of the U-ViT reproduction's frontier sweep at one lr, the shallow U-ViT (N = 6),
+batch 16, 100 steps. The conv UNet study shares every line of the pipeline but its sweeps; its report is checked
+against its committed CSVs (tests/test_reproduction.py)."""
 
 
 @pytest.fixture(scope="session")
@@ -178,13 +180,14 @@ def miniature(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     def build(directory: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_reproduction.py"), "--out", "sweeps",
-                               "--report", str(directory / "docs" / "cpu_reproduction.md"), "--sweeps", "main",
+                               "--report", str(directory / "docs" / "cpu_reproduction_uvit.md"), "--study", "uvit",
+                               "--sweeps", "frontier",
                                "--jobs", "1", "--", *MINIATURE],
                               cwd=directory, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     directory = built_once(tmp_path_factory, "miniature", build)
-    return directory / "sweeps", directory / "docs" / "cpu_reproduction.md"
+    return directory / "sweeps", directory / "docs" / "cpu_reproduction_uvit.md"
 
 
 # ---------------------------------------------------------------- the commands, in-process

@@ -46,7 +46,7 @@ def test_the_oscillation_notebook_executes_on_the_miniature(miniature) -> None:
     got, _ = execute(NOTEBOOKS / "oscillation_analysis.ipynb", """{
         "results": len(sweep.results), "cells": sweep.cells, "claims": [s.title[:7] for s in claims],
         "ls_seeds": table[("ls", 6, 16)]["feat_level_mrc"].n, "level_axes": len(levels.axes),
-        "curves": curves is not None}""", env={"SCALELONG_REPRO_DIR": str(miniature[0])})
+        "curves": curves is not None}""", env={"SCALELONG_REPRO_DIR": str(miniature[0]), "SCALELONG_STUDY": "uvit"})
     assert got["results"] == 4 and got["cells"] == [[6, 16]]
     assert got["claims"] == [*(f"Claim {k}" for k in range(1, 7)), "Stabili"]  # six claims, then the frontier
     assert got["ls_seeds"] == 2
@@ -58,7 +58,7 @@ def test_the_kappa_notebook_gives_the_sec41_range_and_the_learned_ls_curve(minia
     got, _ = execute(NOTEBOOKS / "kappa_selection.ipynb", """{
         "mean": stats.mean, "high": stats.high, "range_12": ranges[12],
         "learned": [[list(key), len(gates)] for key, gates in learned.items()]}""",
-                  env={"SCALELONG_REPRO_DIR": str(miniature[0])})
+                  env={"SCALELONG_REPRO_DIR": str(miniature[0]), "SCALELONG_STUDY": "uvit"})
     assert 1.0 < got["mean"] < got["high"] < 5.0
     low, high = got["range_12"]
     assert 0.2 < low < 0.5 < high < 0.8  # the sweep's kappa = 0.5 lies inside the range for the digits

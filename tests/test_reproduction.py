@@ -1,7 +1,7 @@
 """The CPU reproductions: their sweeps compose, the decision rule, the committed conv UNet verdicts recomputed
-from its raw CSVs, and a miniature of the whole pipeline — ``scripts/cpu_reproduction.py`` trains a 2-setting ×
-2-seed sweep (conftest ``miniature``) and writes the report with every section (the notebooks run on it in
-tests/test_notebooks.py)."""
+from its raw CSVs, and a miniature of the whole pipeline — ``scripts/cpu_reproduction.py --study uvit`` trains a
+2-setting × 2-seed sweep (conftest ``miniature``) and writes the report with every section (the notebooks run on it
+in tests/test_notebooks.py)."""
 
 from __future__ import annotations
 
@@ -108,21 +108,21 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     positions = [text.find(heading) for heading in SECTIONS]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), dict(zip(SECTIONS, positions))
     assert text.count("**Verdict: ") == 7  # six claims and the stability frontier
-    with open(report.parent / "cpu_reproduction" / "runs.csv", newline="") as f:
+    with open(report.parent / "cpu_reproduction_uvit" / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["scaler"], r["seed"]) for r in rows) == [("ls", "0"), ("ls", "1"), ("none", "0"), ("none", "1")]
     assert all(r["status"] == "completed" and 0 < float(r["final_fid"]) < 500 for r in rows)
     assert all(float(r["feat_level_mrc"]) > 0 and float(r["grad_mrc"]) > 0 for r in rows)
     ls = [r for r in rows if r["scaler"] == "ls"]
     assert all(0 < float(r["ls_fit_kappa"]) < 2 for r in ls)
-    with open(report.parent / "cpu_reproduction" / "fid_curves.csv", newline="") as f:
+    with open(report.parent / "cpu_reproduction_uvit" / "fid_curves.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
     assert "(n=2)" in text  # every number carries its seeds
     (record,) = json.loads((root / "budget.json").read_text())
-    assert record["sweep"] == "main" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
-    assert "| main | 1 |" in text  # the budget table reports the sweep's measured minutes
+    assert record["sweep"] == "frontier" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
+    assert "| frontier | 1 |" in text  # the budget table reports the sweep's measured minutes
     for figure in ("oscillation", "fid_curves", "speedup", "fid_gain", "ls_kappa"):
-        assert (report.parent / "cpu_reproduction" / f"{figure}.png").stat().st_size > 5000, figure
+        assert (report.parent / "cpu_reproduction_uvit" / f"{figure}.png").stat().st_size > 5000, figure
 
 
 @pytest.mark.parametrize(("scaler", "cancels"), [(["uniform"], True), (["cs", "cs_kappa=1.2"], True),
