@@ -363,7 +363,7 @@ def test_sigterm_to_a_joblib_sweep_ends_its_workers_and_a_rerun_completes_it(tmp
     workers = {int(lock.read_text()) for lock in sweep.glob("*/.lock")}  # the pid that holds each job's run
     assert workers and proc.pid not in workers
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=300) == 128 + signal.SIGTERM
+    assert proc.wait(timeout=300) in (-signal.SIGTERM, 128 + signal.SIGTERM)  # the shell says 143 for both
     end = time.monotonic() + 60
     while any(alive(pid) for pid in workers):
         if time.monotonic() > end:
