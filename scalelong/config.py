@@ -76,6 +76,13 @@ def runtime_cwd() -> str:
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
 
+def decay_horizon(decay: str, max_steps: int) -> int | None:
+    """``optim.decay_steps`` unless set: the cosine decays to its floor at ``trainer.max_steps``; a constant lr
+    has no horizon (so a longer run continues it)."""
+    return max_steps if decay == "cosine" else None
+
+
+OmegaConf.register_new_resolver("decay_horizon", decay_horizon, replace=True)
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
 OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)

@@ -22,3 +22,9 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
 def write_status(run_dir: Path, status: str, **fields: Any) -> None:
     """``status.json``: ``running``, ``completed``, ``interrupted`` or ``failed`` (with ``error``), and fields."""
     write_atomic(Path(run_dir) / STATUS_FILE, json.dumps({"status": status, **fields}, indent=2))
+
+
+def holds_an_attempt(run_dir: Path) -> bool:
+    """Whether a run directory holds an earlier attempt (its status, checkpoints or results), which a refused
+    command must leave as it is."""
+    return any((Path(run_dir) / name).exists() for name in (STATUS_FILE, "checkpoints", "summary.json"))
