@@ -9,9 +9,9 @@ A run directory holds ``.hydra/`` (the composed config), ``train.log``, ``csv/me
 ``checkpoints/`` (``last.ckpt`` and one per interval), ``samples/``, ``summary.json`` and
 ``status.json``. Running the same command again resumes from the newest valid checkpoint
 (``ckpt_path=auto``), or does nothing if the run has finished. A command that is refused (the run
-directory in use, a stored run of other settings) writes nothing into the run it refused. In a sweep, a job that fails with a
-user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM saves the running
-job and ends the sweep (exit code 143), and the same command fills in the rest.
+directory in use, a stored run of other settings) writes nothing into the run it refused. In a sweep, a
+job that fails with a user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM
+saves the running job and ends the sweep (exit code 143), and the same command fills in the rest.
 """
 
 from __future__ import annotations

@@ -293,7 +293,8 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_row
 
 def run_record(run: Path) -> dict[str, bytes]:
     """Every file of a run directory but its lock, by path: what a refused command must leave as it was."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != ".lock")
+    return {str(p.relative_to(run)): p.read_bytes() for p in files}
 
 
 def test_a_refused_rerun_writes_nothing_and_the_correct_rerun_finds_the_run_finished(tmp_path, cli):

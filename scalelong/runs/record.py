@@ -32,7 +32,8 @@ def save_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.instance().cfg  # {"hydra": ...}
     out = Path(run_dir) / HYDRA_DIR
     out.mkdir(parents=True, exist_ok=True)
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+    overrides = hydra_cfg.hydra.overrides.task
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", overrides)):
         write_atomic(out / name, OmegaConf.to_yaml(node))
 
 

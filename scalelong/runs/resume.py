@@ -16,7 +16,7 @@ from scalelong.errors import ConfigError
 from scalelong.lit import CONFIG_KEY, read_checkpoint
 from scalelong.result_keys import changes_result, is_under
 from scalelong.runs.checkpoints import newest_valid_checkpoint
-from scalelong.runs.status import STATUS_FILE, read_status
+from scalelong.runs.status import ARCHIVE_DIR, STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def archive_run(run_dir: Path) -> Path | None:
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
-    dest = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir / ARCHIVE_DIR / time.strftime("%Y%m%d-%H%M%S")
     dest.mkdir(parents=True, exist_ok=True)
     for path in present:
         shutil.move(str(path), dest / path.name)
