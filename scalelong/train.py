@@ -44,7 +44,7 @@ from scalelong.lit import DiffusionModule, build_module
 from scalelong.loggers import ResumableCSVLogger
 from scalelong.runs.callbacks import CSV_ROWS_KEY, RunFiles, RunInterrupted
 from scalelong.runs.checkpoints import AtomicCheckpointIO
-from scalelong.runs.hydra_callbacks import SweepReport
+from scalelong.runs.hydra_callbacks import SweepReport, exit_if_orphaned
 from scalelong.runs.lock import RunLock
 from scalelong.runs.record import run_log, save_hydra_record
 from scalelong.runs.resume import completed_step, resume_checkpoint
@@ -204,6 +204,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
             return None
         sys.exit(f"scalelong-train: {err}")
+    finally:
+        exit_if_orphaned()  # a joblib worker whose sweep has died ends here, its job saved
 
 
 def check_run_name_overrides(argv: list[str]) -> None:

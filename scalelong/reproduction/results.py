@@ -2,9 +2,10 @@
 
 A run directory (``.hydra/config.yaml`` or the config ``status.json`` stores, ``status.json``,
 ``csv/metrics.csv``, ``train.log``) becomes a :class:`RunResult`: its :class:`Setting` (scaler, κ, number of
-LSCs, batch, lr), seed, outcome, FID curve (the FID callback during training), oscillation (:func:`scalelong.plots.page.summary`) over steps ≥ twice the
-warm-up (after the warm-up and the first fast growth of the features), loss spikes and last κ readout. Runs
-that agree on the setting are the seeds of one cell.
+LSCs, batch, lr), seed, outcome, FID curve (the FID callback during training), oscillation
+(:func:`scalelong.plots.page.summary`) over steps ≥ twice the warm-up (after the warm-up and the first fast
+growth of the features), loss spikes and last κ readout. Runs that agree on the setting are the seeds of one
+cell.
 """
 
 from __future__ import annotations
