@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     if problems:
         table += "\n\nNot in the table (did not complete):\n" + "\n".join(f"- {line}" for line in problems)
     if skipped:
-        what = "directory that is not a completed run" if len(skipped) == 1 else \
-            "directories that are not completed runs"
+        what = ("directory that is not a completed run" if len(skipped) == 1
+                else "directories that are not completed runs")
         table += f"\n\nSkipped {len(skipped)} {what}: {'; '.join(skipped)}"
     print(table)
     if args.out:
