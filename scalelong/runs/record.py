@@ -37,11 +37,19 @@ def save_hydra_record(run_dir: Path, cfg: DictConfig) -> None:
         write_atomic(out / name, OmegaConf.to_yaml(node))
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``train.log``: a record it cannot write (a full disk) stays on the console, without logging's traceback
+    per record; the run's own error names the full disk."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """Append the log of this process to ``<run dir>/train.log`` while the attempt runs, in the console's format."""
     root = logging.getLogger()
-    handler = logging.FileHandler(Path(run_dir) / LOG_FILE)
+    handler = _RunLogHandler(Path(run_dir) / LOG_FILE)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     try:
