@@ -6,22 +6,26 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.finetune import check_finetune_config
 from scalelong.models.common import Backbone
-from scalelong.result_keys import changes_result
+from scalelong.result_keys import names_a_run
 from scalelong.samplers import get_sampler
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -34,24 +38,52 @@ def override_key(override: str) -> str:
     return re.split(r"[=-]", override.lstrip("+~"), maxsplit=1)[0]  # keys hold neither "=" nor "-"
 
 
-def names_the_run(override: str) -> bool:
+def names_the_run(override: str, swept: Collection[str] = ()) -> bool:
     """Whether a command-line override (``key=value`` or ``key-value``) names the run directory: whether
     its key changes the result (the one table, :data:`scalelong.result_keys.RESULT_KEYS`, which also
-    decides which stored settings refuse a resume)."""
-    return changes_result(override_key(override))
+    decides which stored settings refuse a resume), or is one of the keys a sweep gives several values."""
+    return names_a_run(override_key(override), swept)
 
 
-def run_name(override_dirname: str, max_len: int = 120) -> str:
+def run_name(override_dirname: str, max_len: int = 120, swept: Collection[str] = ()) -> str:
     """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
 
-    The overrides whose key changes the result name the run (:func:`names_the_run`); a ``/`` in a value
-    becomes ``%``; names longer than ``max_len`` end in a hash of the full name.
+    The overrides whose key changes the result, or that the sweep gives several values (``swept``), name the
+    run (:func:`names_the_run`); a ``/`` in a value becomes ``%``; names longer than ``max_len`` end in a hash
+    of the full name.
     """
-    items = [it for it in override_dirname.split("__") if it and names_the_run(it)]
+    items = [it for it in override_dirname.split("__") if it and names_the_run(it, swept)]
     name = "__".join(items).replace("/", "%") or "default"
     if len(name) > max_len:
         name = f"{name[: max_len - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
+
+
+def sweep_overrides(multirun_yaml: Path) -> list[Override]:
+    """The overrides of a sweep, from the ``multirun.yaml`` Hydra saves in the sweep directory before it
+    launches the jobs: the command line's and the experiment's ``hydra.sweeper.params``."""
+    config = yaml.safe_load(Path(multirun_yaml).read_text()) or {}
+    hydra_cfg = config.get("hydra") or {}
+    overrides = list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    overrides += [f"{key}={value}" for key, value in params.items()]
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def swept_keys() -> set[str]:
+    """The keys to which the sweep running this job gives several values (none outside a sweep)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return set()
+    multirun_yaml = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
+    if not multirun_yaml.is_file():
+        return set()
+    return {o.key_or_group for o in sweep_overrides(multirun_yaml) if o.is_sweep_override()}
+
+
+def job_run_name(override_dirname: str) -> str:
+    """``run_name`` unless set: :func:`run_name` of the job's overrides, with the keys its sweep gives several
+    values."""
+    return run_name(override_dirname, swept=swept_keys())
 
 
 def run_dir_name(name: str) -> str:
@@ -77,7 +109,14 @@ def runtime_cwd() -> str:
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
 
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+def decay_horizon(decay: str, max_steps: int) -> int | None:
+    """``optim.decay_steps`` unless set: the cosine decays to its floor at ``trainer.max_steps``; a constant lr
+    has no horizon (so a longer run continues it)."""
+    return max_steps if decay == "cosine" else None
+
+
+OmegaConf.register_new_resolver("decay_horizon", decay_horizon, replace=True)
+OmegaConf.register_new_resolver("run_name", job_run_name, replace=True)
 OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
 OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)

@@ -47,7 +47,8 @@ class DiffusionModule(L.LightningModule):
         diffusion: noise schedule, objective and samplers.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up, then constant LR.
         decay: after warm-up, "constant" (U-ViT's) or "cosine": lr follows a half cosine down to
-            ``min_lr_ratio``·lr at the trainer's ``max_steps`` (short runs end on a settled model).
+            ``min_lr_ratio``·lr at step ``decay_steps`` and stays there (short runs end on a settled model).
+        decay_steps: the step the cosine ends at (``conf/optim``: ``trainer.max_steps`` unless set).
         min_lr_ratio: the final fraction of lr under "cosine".
         exclude_from_decay: put norms, biases, scalars (κ, α), label-embedding tables and the
             positional embedding in a group without weight decay (see ``no_decay_names``);
@@ -68,6 +69,7 @@ class DiffusionModule(L.LightningModule):
         warmup_steps: int = 0,
         exclude_from_decay: bool = True,
         decay: str = "constant",
+        decay_steps: int | None = None,
         min_lr_ratio: float = 0.0,
         seed: int = 0,
         config: dict[str, Any] | None = None,
@@ -81,7 +83,10 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"optim.decay={decay!r} is unknown; use one of {', '.join(LR_DECAYS)}")
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
-        self.decay, self.min_lr_ratio = decay, min_lr_ratio
+        if decay == "cosine" and not (isinstance(decay_steps, int) and decay_steps > 0):
+            raise ConfigError(f"optim.decay=cosine needs optim.decay_steps > 0 (the step the decay ends at), got "
+                              f"{decay_steps!r}; set trainer.max_steps > 0 or optim.decay_steps")
+        self.decay, self.decay_steps, self.min_lr_ratio = decay, decay_steps, min_lr_ratio
         self.seed, self.config, self.finetune = seed, config, finetune
         self.checkpoint_step: int | None = None  # the training step of the weights load_checkpoint read
 
@@ -140,10 +145,7 @@ class DiffusionModule(L.LightningModule):
             return (step + 1) / warmup
         if self.decay == "constant":
             return 1.0
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if total is None or total <= 0:
-            raise ConfigError("optim.decay=cosine needs trainer.max_steps > 0 (the step the decay ends at)")
-        progress = min(1.0, (step + 1 - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step + 1 - warmup) / max(1, self.decay_steps - warmup))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     @torch.no_grad()

@@ -153,7 +153,7 @@ def stability_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stabil
                     finally:
                         wandb.finish()
                     (run_dir / "wandb_summary.json").write_text(summary)
-            (run_dir / ".hydra").mkdir()
+            (run_dir / ".hydra").mkdir(exist_ok=True)
             OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
 
     directory = built_once(tmp_path_factory, "stability", build)
