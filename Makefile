@@ -22,7 +22,7 @@ demo: setup data
 # Two pytest-xdist workers, one core and one torch thread each, given whole files (a module fixture is set up once);
 # a run trained for several files is trained once and shared (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test: setup data
 	$(PYTEST)
