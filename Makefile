@@ -17,12 +17,12 @@ unexport PYTHONDONTWRITEBYTECODE
 demo: setup data
 	$(VENV)/bin/scalelong-train experiment=fmnist_demo
 	$(VENV)/bin/scalelong-eval ckpt=outputs/runs/fmnist_demo/checkpoints/last.ckpt n_samples=1000 sampler=dpm_solver steps=10 guidance_scale=2 references=true save_samples=true
-	@echo "samples: outputs/runs/fmnist_demo/eval/last/  metrics: outputs/runs/fmnist_demo/csv/metrics.csv"
+	@echo "samples: outputs/runs/fmnist_demo/eval/step0001200/  metrics: outputs/runs/fmnist_demo/csv/metrics.csv"
 
 # Two pytest-xdist workers, one core and one torch thread each, given whole files (a module fixture is set up once);
 # a run trained for several files is trained once and shared (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 test: setup data
 	$(PYTEST)

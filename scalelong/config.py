@@ -6,21 +6,26 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scalelong.errors import ConfigError, ScaleLongError
+from scalelong.finetune import check_finetune_config
 from scalelong.models.common import Backbone
-from scalelong.result_keys import changes_result
+from scalelong.result_keys import names_a_run
 from scalelong.samplers import get_sampler
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -33,24 +38,52 @@ def override_key(override: str) -> str:
     return re.split(r"[=-]", override.lstrip("+~"), maxsplit=1)[0]  # keys hold neither "=" nor "-"
 
 
-def names_the_run(override: str) -> bool:
+def names_the_run(override: str, swept: Collection[str] = ()) -> bool:
     """Whether a command-line override (``key=value`` or ``key-value``) names the run directory: whether
     its key changes the result (the one table, :data:`scalelong.result_keys.RESULT_KEYS`, which also
-    decides which stored settings refuse a resume)."""
-    return changes_result(override_key(override))
+    decides which stored settings refuse a resume), or is one of the keys a sweep gives several values."""
+    return names_a_run(override_key(override), swept)
 
 
-def run_name(override_dirname: str, max_len: int = 120) -> str:
+def run_name(override_dirname: str, max_len: int = 120, swept: Collection[str] = ()) -> str:
     """A run directory name from the command-line overrides (``scaler-ls__seed-1``).
 
-    The overrides whose key changes the result name the run (:func:`names_the_run`); a ``/`` in a value
-    becomes ``%``; names longer than ``max_len`` end in a hash of the full name.
+    The overrides whose key changes the result, or that the sweep gives several values (``swept``), name the
+    run (:func:`names_the_run`); a ``/`` in a value becomes ``%``; names longer than ``max_len`` end in a hash
+    of the full name.
     """
-    items = [it for it in override_dirname.split("__") if it and names_the_run(it)]
+    items = [it for it in override_dirname.split("__") if it and names_the_run(it, swept)]
     name = "__".join(items).replace("/", "%") or "default"
     if len(name) > max_len:
         name = f"{name[: max_len - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
+
+
+def sweep_overrides(multirun_yaml: Path) -> list[Override]:
+    """The overrides of a sweep, from the ``multirun.yaml`` Hydra saves in the sweep directory before it
+    launches the jobs: the command line's and the experiment's ``hydra.sweeper.params``."""
+    config = yaml.safe_load(Path(multirun_yaml).read_text()) or {}
+    hydra_cfg = config.get("hydra") or {}
+    overrides = list((hydra_cfg.get("overrides") or {}).get("task") or [])
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    overrides += [f"{key}={value}" for key, value in params.items()]
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def swept_keys() -> set[str]:
+    """The keys to which the sweep running this job gives several values (none outside a sweep)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return set()
+    multirun_yaml = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
+    if not multirun_yaml.is_file():
+        return set()
+    return {o.key_or_group for o in sweep_overrides(multirun_yaml) if o.is_sweep_override()}
+
+
+def job_run_name(override_dirname: str) -> str:
+    """``run_name`` unless set: :func:`run_name` of the job's overrides, with the keys its sweep gives several
+    values."""
+    return run_name(override_dirname, swept=swept_keys())
 
 
 def run_dir_name(name: str) -> str:
@@ -76,15 +109,51 @@ def runtime_cwd() -> str:
     return HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd()
 
 
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+def decay_horizon(decay: str, max_steps: int) -> int | None:
+    """``optim.decay_steps`` unless set: the cosine decays to its floor at ``trainer.max_steps``; a constant lr
+    has no horizon (so a longer run continues it)."""
+    return max_steps if decay == "cosine" else None
+
+
+OmegaConf.register_new_resolver("decay_horizon", decay_horizon, replace=True)
+OmegaConf.register_new_resolver("run_name", job_run_name, replace=True)
 OmegaConf.register_new_resolver("run_dir_name", run_dir_name, replace=True)
 OmegaConf.register_new_resolver("runtime_cwd", runtime_cwd, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
+# Whole-number settings: (key, least value, what it counts, an example). A key the composed config does not hold
+# (a conv UNet has no ``model.depth``) is not checked.
+WHOLE_NUMBERS = (
+    ("trainer.max_steps", 1, "training steps", 1200),
+    ("seed", 0, "the run's seed", 0),
+    ("model.patch_size", 1, "U-ViT's patch side in pixels", 4),
+    ("model.depth", 1, "U-ViT's transformer blocks", 8),
+    ("diffusion.num_timesteps", 1, "the diffusion steps T", 1000),
+    ("optim.warmup_steps", 0, "linear warm-up steps", 100),
+)
+
+
+def check_whole_number(value: object, key: str, least: int, what: str, example: int) -> None:
+    """``ConfigError`` naming ``key`` unless ``value`` is a whole number of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{key}={value!r} must be a whole number of at least {least} ({what}); "
+                          f"set it, e.g. {key}={example}")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Refuse values that would otherwise fail deep inside a run (a traceback from the optimiser,
-    Hydra's ``instantiate`` or the last sample grid) with one ``ConfigError`` naming the key."""
+    Hydra's ``instantiate`` or the last sample grid) or be accepted silently (``model.depth=0``) with one
+    ``ConfigError`` naming the key."""
+    for key, least, what, example in WHOLE_NUMBERS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            check_whole_number(value, key, least, what, example)
+    ema = (cfg.get("callbacks") or {}).get("ema")
+    decay = ema.get("decay") if ema is not None else None
+    if decay is not None and not (_is_number(decay) and 0 <= float(decay) <= 1):
+        raise ConfigError(f"callbacks.ema.decay={decay!r} must be a number in [0, 1] (the EMA's weight on the old "
+                          "average); set it, e.g. callbacks.ema.decay=0.999, or callbacks.ema=null for no EMA")
     kappa_key = "cs_kappa" if OmegaConf.to_container(cfg.scaler).get("kappa") == "${cs_kappa}" else "scaler.kappa"
     kappa = cfg.scaler.get("kappa")
     if kappa is not None and kappa != "auto" and not _is_number(kappa):
@@ -100,6 +169,7 @@ def check_train_config(cfg: DictConfig) -> None:
             if isinstance(err.__cause__, ScaleLongError):
                 raise err.__cause__ from None
             raise
+    check_finetune_config(OmegaConf.to_container(cfg.finetune, resolve=True) if "finetune" in cfg else None)
     lr = cfg.optim.get("lr")
     if not _is_number(lr) or float(lr) < 0:
         raise ConfigError(f"optim.lr={lr!r} is not a learning rate; set a positive number, e.g. optim.lr=2e-4 "

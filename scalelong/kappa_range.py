@@ -30,6 +30,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from scalelong.config import check_whole_number
 from scalelong.diffusion import Diffusion
 from scalelong.errors import ConfigError
 from scalelong.scalers import NoScaling
@@ -251,10 +252,13 @@ def kappa_for_config(cfg: DictConfig, report: bool = False) -> tuple[float, str]
     ``cfg.kappa_tool`` (``num_images``, ``n_t``, ``rule``, ``seed``) sets the sample sizes.
     """
     tool = cfg.get("kappa_tool") or {}
+    num_images, n_t = tool.get("num_images", 2000), tool.get("n_t", 8)
+    check_whole_number(num_images, "kappa_tool.num_images", 2, "training images x_0 measured", 2000)
+    check_whole_number(n_t, "kappa_tool.n_t", 1, "timesteps per image", 8)
     diffusion = instantiate(cfg.diffusion)
-    images = training_images(instantiate(cfg.data), tool.get("num_images", 2000))
+    images = training_images(instantiate(cfg.data), num_images)
     n = num_skips_of(cfg.model)
-    rule, n_t, seed = tool.get("rule", "geometric"), tool.get("n_t", 8), tool.get("seed", 0)
+    rule, seed = tool.get("rule", "geometric"), tool.get("seed", 0)
 
     estimate = estimate_kappa(diffusion, images, n, rule, n_t_per_image=n_t,
                               generator=torch.Generator().manual_seed(seed))

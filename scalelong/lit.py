@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
+from scalelong.finetune import FineTuned, check_finetune_config, fine_tune
 from scalelong.models.common import Backbone
 from scalelong.seeds import VALIDATION_STRIDE, derived_seed
 
@@ -46,13 +47,16 @@ class DiffusionModule(L.LightningModule):
         diffusion: noise schedule, objective and samplers.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up, then constant LR.
         decay: after warm-up, "constant" (U-ViT's) or "cosine": lr follows a half cosine down to
-            ``min_lr_ratio``·lr at the trainer's ``max_steps`` (short runs end on a settled model).
+            ``min_lr_ratio``·lr at step ``decay_steps`` and stays there (short runs end on a settled model).
+        decay_steps: the step the cosine ends at (``conf/optim``: ``trainer.max_steps`` unless set).
         min_lr_ratio: the final fraction of lr under "cosine".
         exclude_from_decay: put norms, biases, scalars (κ, α), label-embedding tables and the
             positional embedding in a group without weight decay (see ``no_decay_names``);
             ``False`` decays every parameter, as the official U-ViT/ScaleLong optimiser does.
         seed: base of the per-step seeds and of the fixed validation draws.
         config: the resolved run config, stored in every checkpoint so it rebuilds the model.
+        finetune: what a fine-tune run trains (``scalelong.finetune``): its checkpoints keep only those
+            tensors, and its γ and skip-scaler parameters learn at lr × ``finetune.lr_scale``.
     """
 
     def __init__(
@@ -65,9 +69,11 @@ class DiffusionModule(L.LightningModule):
         warmup_steps: int = 0,
         exclude_from_decay: bool = True,
         decay: str = "constant",
+        decay_steps: int | None = None,
         min_lr_ratio: float = 0.0,
         seed: int = 0,
         config: dict[str, Any] | None = None,
+        finetune: FineTuned | None = None,
     ) -> None:
         super().__init__()
         self.model, self.diffusion = model, diffusion
@@ -77,8 +83,12 @@ class DiffusionModule(L.LightningModule):
             raise ConfigError(f"optim.decay={decay!r} is unknown; use one of {', '.join(LR_DECAYS)}")
         if not 0.0 <= min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio={min_lr_ratio} must be in [0, 1]")
-        self.decay, self.min_lr_ratio = decay, min_lr_ratio
-        self.seed, self.config = seed, config
+        if decay == "cosine" and not (isinstance(decay_steps, int) and decay_steps > 0):
+            raise ConfigError(f"optim.decay=cosine needs optim.decay_steps > 0 (the step the decay ends at), got "
+                              f"{decay_steps!r}; set trainer.max_steps > 0 or optim.decay_steps")
+        self.decay, self.decay_steps, self.min_lr_ratio = decay, decay_steps, min_lr_ratio
+        self.seed, self.config, self.finetune = seed, config, finetune
+        self.checkpoint_step: int | None = None  # the training step of the weights load_checkpoint read
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -115,14 +125,16 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         spared = no_decay_names(self.model) if self.exclude_from_decay else set()
-        decay, no_decay = [], []
+        fast = self.finetune.fast if self.finetune is not None else frozenset()
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {(True, False): []}  # (decayed, fast)
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if name in spared else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
+                groups.setdefault((name not in spared, name in fast), []).append(p)
+        opt = torch.optim.AdamW([
+            {"params": groups[key], "weight_decay": self.weight_decay if key[0] else 0.0,
+             "lr": self.lr * (self.finetune.lr_scale if key[1] else 1.0)}
+            for key in ((True, False), (False, False), (True, True), (False, True)) if key in groups
+        ], lr=self.lr, betas=self.betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -133,10 +145,7 @@ class DiffusionModule(L.LightningModule):
             return (step + 1) / warmup
         if self.decay == "constant":
             return 1.0
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if total is None or total <= 0:
-            raise ConfigError("optim.decay=cosine needs trainer.max_steps > 0 (the step the decay ends at)")
-        progress = min(1.0, (step + 1 - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step + 1 - warmup) / max(1, self.decay_steps - warmup))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     @torch.no_grad()
@@ -153,6 +162,12 @@ class DiffusionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        if self.finetune is not None:
+            self.finetune.keep_trained(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.finetune is not None:  # a resumed fine-tune: the frozen tensors come from the base again
+            self.finetune.complete(checkpoint, self.state_dict(), "the checkpoint resumed")
 
     def _step_seed(self) -> int:
         return derived_seed(self.seed, self.global_step) * max(1, self.trainer.world_size) + self.global_rank
@@ -173,14 +188,31 @@ def no_decay_names(model: torch.nn.Module) -> set[str]:
 
 
 def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:
-    """Model, diffusion and optimiser settings from a run config; the resolved config is kept."""
+    """Model, diffusion and optimiser settings from a run config; the resolved config is kept.
+
+    With a ``finetune`` method other than ``none``, the model is the base checkpoint ``finetune.from``
+    (read with :func:`read_checkpoint`) turned into what the method trains (:func:`scalelong.finetune.fine_tune`).
+    """
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    model = instantiate(cfg.model)
+    ft = resolved.get("finetune") or {}
+    check_finetune_config(ft)
+    tuned = None
+    if ft and ft.get("method", "none") != "none":
+        base_path = ft["from"]
+        base = read_checkpoint(base_path)
+        if ((base[CONFIG_KEY].get("finetune") or {}).get("method") or "none") != "none":
+            raise CheckpointError(f"finetune.from={base_path} is itself a fine-tune checkpoint; fine-tune from a "
+                                  "checkpoint of a full training run (e.g. the base it was fine-tuned from)")
+        base_module = _module_from(base, base_path)
+        tuned = fine_tune(model, base_module.model, base[CONFIG_KEY], resolved, base_path)
     return DiffusionModule(
-        model=instantiate(cfg.model),
+        model=model,
         diffusion=instantiate(cfg.diffusion),
         seed=cfg.seed,
         config=resolved,
+        finetune=tuned,
         **cfg.optim,
     )
 
@@ -276,10 +308,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the module of a scalelong checkpoint from its stored config and load its weights.
 
     The checkpoint's ``state_dict`` holds the EMA weights when EMA was on (Lightning's
-    ``EMAWeightAveraging``), so the returned module samples with EMA weights.
+    ``EMAWeightAveraging``), so the returned module samples with EMA weights; its ``checkpoint_step`` is the
+    training step the checkpoint was written at.
     """
-    ckpt = read_checkpoint(path, map_location)
+    return _module_from(read_checkpoint(path, map_location), path).eval()
+
+
+def _module_from(ckpt: dict[str, Any], path: str | Path) -> DiffusionModule:
+    """The module of a checkpoint read by :func:`read_checkpoint`, its weights loaded (a fine-tune checkpoint's
+    frozen tensors from its base, which must be the one it was trained from)."""
     module = build_module(ckpt[CONFIG_KEY])
+    if module.finetune is not None:
+        module.finetune.complete(ckpt, module.state_dict(), path)
     own, stored = module.state_dict(), ckpt["state_dict"]
     missing, unexpected = [k for k in own if k not in stored], [k for k in stored if k not in own]
     mismatched = [k for k in stored if k in own and own[k].shape != stored[k].shape]
@@ -290,5 +330,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{(missing + unexpected + mismatched)[0]}); the file was edited or written by another version: "
             "use a .ckpt written by this scalelong-train")
     module.load_state_dict(stored)
-    log.info("loaded %s (step %s)", path, ckpt.get("global_step"))
-    return module.eval()
+    module.checkpoint_step = int(ckpt.get("global_step", 0))
+    log.info("loaded %s (step %s)", path, module.checkpoint_step)
+    return module

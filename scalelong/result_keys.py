@@ -8,9 +8,12 @@ the diffusion, the optimiser, the update (clipping, gradient accumulation, numer
 or the EMA average that is saved and sampled. Such a key names the run (``scaler-ls__seed-1``) and a
 run resumes only from a checkpoint that agrees on every one of them. A key that says where or how fast
 data is read (``data.root``, ``data.num_workers``), how long or on which devices a run trains (the
-global batch stays ``data.batch_size``; with ``optim.decay=cosine`` a longer ``trainer.max_steps``
-stretches the rest of the decay), or how it is observed, logged, checkpointed, evaluated afterwards or
-named, does neither: the same command with it changed resumes the same run.
+global batch stays ``data.batch_size``; under ``optim.decay=cosine`` the decay's horizon is its own key,
+``optim.decay_steps``, which follows ``trainer.max_steps`` unless set), or how it is observed, logged,
+checkpointed, evaluated afterwards or named, does neither: the same command with it changed resumes the same run.
+
+In a sweep, a key that takes several values names the jobs as well (:func:`names_a_run`), whatever its entry:
+each job is a run of its own, and jobs that differ only in ``trainer.max_steps`` must not share a directory.
 
 An entry covers its key and every key under it (``data`` covers ``data.batch_size``); the longest
 entry wins, so ``data.num_workers`` overrides ``data``. A group choice (``model=uvit_deep``,
@@ -23,11 +26,12 @@ checks that every key of the config tree has an entry).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 RESULT_KEYS: dict[str, bool] = {
     # What is trained, on which data, with which noise, optimiser and seed: the choice and every field.
     "model": True, "scaler": True, "cs_kappa": True, "data": True, "diffusion": True, "optim": True,
-    "seed": True, "experiment": True, "debug": True,
+    "seed": True, "experiment": True, "debug": True, "finetune": True,
     # ... except where the data is read from and how fast: the same images in the same order.
     "data.root": False, "data.download": False, "data.debian_dir": False, "data.num_workers": False,
     # How a run is executed, observed, logged, checkpointed, stored, evaluated afterwards and named.
@@ -55,6 +59,12 @@ def changes_result(key: str) -> bool:
     run computes (:data:`RESULT_KEYS`); a key in no entry does."""
     entry = classifying_entry(key)
     return entry is None or RESULT_KEYS[entry]
+
+
+def names_a_run(key: str, swept: Collection[str] = ()) -> bool:
+    """Whether an override of ``key`` names the run directory: it changes the result, or it is one of the keys
+    to which the sweep running it gives several values (``swept``)."""
+    return changes_result(key) or key in swept
 
 
 def is_under(key: str, prefixes: tuple[str, ...]) -> bool:

@@ -12,6 +12,7 @@ CIFAR-10, ImageNet); an unconditional model gets none.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torchvision.utils import make_grid, save_image
 
+from scalelong.atomic import write_atomic
 from scalelong.lit import DiffusionModule
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,17 @@ def grid(images: torch.Tensor) -> torch.Tensor:
     return make_grid((shown + 1) / 2, nrow=int(len(shown) ** 0.5))
 
 
-def save_samples(images: torch.Tensor, labels: torch.Tensor, out: Path) -> None:
+def save_samples(images: torch.Tensor, labels: torch.Tensor, out: Path, fix: str = "") -> None:
     """``<out>.png`` (a grid) and ``<out>.npz`` (``images``: N×H×W×C uint8, ``labels``: N int64), the
-    layout ADM's and U-ViT's evaluation scripts read (``arr_0`` is an alias of ``images``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid(images), out.with_suffix(".png"))
+    layout ADM's and U-ViT's evaluation scripts read (``arr_0`` is an alias of ``images``). Each is written
+    whole or not at all (:func:`scalelong.atomic.write_atomic`; a full disk raises its ``OutputError``,
+    naming ``fix``)."""
+    png, npz = io.BytesIO(), io.BytesIO()
+    save_image(grid(images), png, format="png")
     pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    np.savez(out.with_suffix(".npz"), images=pixels, arr_0=pixels, labels=labels.numpy())
+    np.savez(npz, images=pixels, arr_0=pixels, labels=labels.numpy())
+    write_atomic(out.with_suffix(".png"), png.getvalue(), fix)
+    write_atomic(out.with_suffix(".npz"), npz.getvalue(), fix)
     log.info("wrote %s.png and %s.npz (%d samples)", out, out, len(images))
 
 

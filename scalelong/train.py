@@ -8,9 +8,10 @@
 A run directory holds ``.hydra/`` (the composed config), ``train.log``, ``csv/metrics.csv``,
 ``checkpoints/`` (``last.ckpt`` and one per interval), ``samples/``, ``summary.json`` and
 ``status.json``. Running the same command again resumes from the newest valid checkpoint
-(``ckpt_path=auto``), or does nothing if the run has finished. In a sweep, a job that fails with a
-user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM saves the running
-job and ends the sweep (exit code 143), and the same command fills in the rest.
+(``ckpt_path=auto``), or does nothing if the run has finished. A command that is refused (the run
+directory in use, a stored run of other settings) writes nothing into the run it refused. In a sweep, a
+job that fails with a user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM
+saves the running job and ends the sweep (exit code 143), and the same command fills in the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import logging
 import signal
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -35,15 +39,17 @@ from omegaconf import DictConfig
 from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR, check_train_config, run_dir_name
 from scalelong.errors import ConfigError, OutputError, ScaleLongError
+from scalelong.finetune import parameter_counts
 from scalelong.kappa_range import resolve_auto_kappa
 from scalelong.lit import DiffusionModule, build_module
 from scalelong.loggers import ResumableCSVLogger
 from scalelong.runs.callbacks import CSV_ROWS_KEY, RunFiles, RunInterrupted
 from scalelong.runs.checkpoints import AtomicCheckpointIO
-from scalelong.runs.hydra_callbacks import SweepReport
+from scalelong.runs.hydra_callbacks import SweepReport, exit_if_orphaned
 from scalelong.runs.lock import RunLock
+from scalelong.runs.record import run_log, save_hydra_record
 from scalelong.runs.resume import completed_step, resume_checkpoint
-from scalelong.runs.status import write_status
+from scalelong.runs.status import holds_an_attempt, write_status
 
 log = logging.getLogger("scalelong.train")
 
@@ -52,58 +58,93 @@ log = logging.getLogger("scalelong.train")
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
+@dataclass
+class Attempt:
+    """What an accepted attempt starts from: the module, the data, and the checkpoint it resumes (or None)."""
+
+    module: DiffusionModule
+    datamodule: L.LightningDataModule
+    ckpt: str | None
+    stored: dict | None
+    auto_kappa: float | None
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Build everything from ``cfg``, fit, and return the final metrics (also in summary.json).
 
-    Holds the run directory's lock for the whole run (rank 0), and records the outcome in
-    ``status.json``: ``completed``, or ``failed`` with the error.
+    Holds the run directory's lock for the whole run (rank 0). Every check that may refuse the command (the
+    directory in use, a bad value, a stored run of other settings, a finished run) comes before anything is
+    written: a refused command leaves the run it refused as it was. An accepted attempt records its
+    ``.hydra/``, ``train.log`` and ``status.json``: ``running``, then ``completed``, or ``failed`` with the error.
     """
     run_dir = Path(run_dir)
     if rank_zero_only.rank != 0:
-        return _unwrapped_train(cfg, run_dir)
+        with _user_errors_as_themselves():
+            attempt = _accepted(cfg, run_dir)
+            return attempt if isinstance(attempt, dict) else _fit(cfg, run_dir, attempt)
     with RunLock(run_dir):
+        owned = not holds_an_attempt(run_dir)  # a new directory: recording this command's failure harms nothing
         try:
-            return _unwrapped_train(cfg, run_dir)
+            with _user_errors_as_themselves():
+                attempt = _accepted(cfg, run_dir)
+                if isinstance(attempt, dict):  # the run has finished
+                    return attempt
+                owned = True
+                save_hydra_record(run_dir, cfg)
+                with run_log(run_dir):
+                    return _fit(cfg, run_dir, attempt)
         except BaseException as err:
-            try:
-                write_status(run_dir, "interrupted" if isinstance(err, RunInterrupted) else "failed",
-                             error=f"{type(err).__name__}: {err}")
-            except OutputError as status_err:  # a full disk: report the error that ended the run
-                log.warning("%s", status_err)
+            if owned:
+                try:
+                    write_status(run_dir, "interrupted" if isinstance(err, RunInterrupted) else "failed",
+                                 error=f"{type(err).__name__}: {err}")
+                except OutputError as status_err:  # a full disk: report the error that ended the run
+                    log.warning("%s", status_err)
             raise
 
 
-def _unwrapped_train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """``_train``, with a user error raised in a constructor (a data module's missing folder) passed
-    on as itself: Hydra's ``instantiate`` wraps it in an ``InstantiationException``."""
+@contextmanager
+def _user_errors_as_themselves() -> Iterator[None]:
+    """A user error raised in a constructor (a data module's missing folder) passed on as itself: Hydra's
+    ``instantiate`` wraps it in an ``InstantiationException``."""
     try:
-        return _train(cfg, run_dir)
+        yield
     except InstantiationException as err:
         if isinstance(err.__cause__, ScaleLongError):
             raise err.__cause__ from None
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def _accepted(cfg: DictConfig, run_dir: Path) -> Attempt | dict[str, float]:
+    """The attempt this command may start, or the summary of a run it finds finished; a ``ScaleLongError`` that
+    names the fix when it may not. Writes nothing but the archive that ``ckpt_path=null`` asks for, last."""
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     auto = resolve_auto_kappa(cfg)
     module = build_module(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.shuffle_seed = cfg.seed
+    check_geometry(module, datamodule)
     ckpt, stored = resume_checkpoint(cfg.ckpt_path, run_dir, module.config)
     summary_file = run_dir / "summary.json"
     step = stored["global_step"] if stored is not None else None
     if step is None and cfg.ckpt_path == "auto":
         step = completed_step(run_dir, module.config)  # a finished run kept without its checkpoints
     if step is not None and step >= cfg.trainer.max_steps > 0 and summary_file.is_file():
+        keep = (f" with optim.decay_steps={module.decay_steps} run_name={run_dir.name} (its cosine ends there)"
+                if module.decay == "cosine" else "")
         log.info("run %s already finished at step %d (trainer.max_steps=%d); its results are kept. Raise "
-                 "trainer.max_steps to continue it, or pass ckpt_path=null to start over",
-                 run_dir, step, cfg.trainer.max_steps)
+                 "trainer.max_steps%s to continue it, or pass ckpt_path=null to start over",
+                 run_dir, step, cfg.trainer.max_steps, keep)
         return json.loads(summary_file.read_text())
+    return Attempt(module, datamodule, ckpt, stored, auto)
+
+
+def _fit(cfg: DictConfig, run_dir: Path, attempt: Attempt) -> dict[str, float]:
+    module, datamodule, ckpt, stored, auto = (attempt.module, attempt.datamodule, attempt.ckpt, attempt.stored,
+                                              attempt.auto_kappa)
     if rank_zero_only.rank == 0:
         write_status(run_dir, "running")
-    datamodule = instantiate(cfg.data)
-    datamodule.shuffle_seed = cfg.seed
-    check_geometry(module, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     # Rows after the checkpoint come again; without one (a first attempt killed before its first
@@ -115,9 +156,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                 logger.experiment.keep_rows(kept_rows)
     trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
                           plugins=[AtomicCheckpointIO()])
-    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters%s", run_dir, type(module.model).__name__,
-             cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips,
-             sum(p.numel() for p in module.parameters()) / 1e6, f", resuming {ckpt}" if ckpt else "")
+    trainable, total = parameter_counts(module.model)
+    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters, %d trainable%s%s", run_dir, type(module.model).__name__,
+             cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips, total / 1e6, trainable,
+             f" (finetune={module.finetune.method} of {module.finetune.base}: {trainable / total:.2%})"
+             if module.finetune else "", f", resuming {ckpt}" if ckpt else "")
     if auto is not None:
         log.info("scaler.kappa=auto chose kappa = %.4f (paper Sec. 4.1)", auto)
         for logger in loggers:
@@ -129,8 +172,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                              f"{run_dir / 'checkpoints'} is kept. Run the same command again to resume") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step
+    if module.finetune is not None:  # honest accounting: what trained, and what its checkpoint weighs
+        last = run_dir / "checkpoints" / "last.ckpt"
+        metrics.update(trainable_params=trainable, total_params=total,
+                       checkpoint_bytes=last.stat().st_size if last.is_file() else 0)
     if trainer.is_global_zero:
-        write_atomic(summary_file, json.dumps(metrics, indent=2))
+        write_atomic(run_dir / "summary.json", json.dumps(metrics, indent=2))
         write_status(run_dir, "completed", step=trainer.global_step, config=module.config)
     return metrics
 
@@ -164,6 +211,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
             return None
         sys.exit(f"scalelong-train: {err}")
+    finally:
+        exit_if_orphaned()  # a joblib worker whose sweep has died ends here, its job saved
 
 
 def check_run_name_overrides(argv: list[str]) -> None:

@@ -6,6 +6,7 @@ Two-process DDP is tests/test_callbacks_fid.py's."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -288,3 +289,94 @@ def test_a_run_that_fills_the_disk_stops_in_one_line_keeping_checkpoints_and_row
         assert done.returncode == 0, done.stderr[-3000:]
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
         assert_each_row_once(run, 16, 3)
+
+
+def run_record(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory but its lock, by path: what a refused command must leave as it was."""
+    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != ".lock")
+    return {str(p.relative_to(run)): p.read_bytes() for p in files}
+
+
+def test_a_refused_rerun_writes_nothing_and_the_correct_rerun_finds_the_run_finished(tmp_path, cli):
+    args = [*FAST, "trainer.max_steps=2", "run_name=fin"]
+    assert cli("train", args).returncode == 0
+    run = tmp_path / "outputs" / "runs" / "fin"
+    record = run_record(run)
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "status.json"} <= set(record)
+    refused = cli("train", [*args, "scaler=none"])
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "scalelong-train: run fin was trained with other settings (model.scaler._target_: ")
+    assert run_record(run) == record
+    again = cli("train", args)
+    assert again.returncode == 0 and "already finished at step 2" in again.stderr
+    assert run_record(run) == record
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_a_second_command_on_a_run_in_use_is_refused_without_relabelling_it(tmp_path, cli):
+    from scalelong.runs.lock import RunLock
+
+    args = [*FAST, "trainer.max_steps=2", "run_name=lk2"]
+    assert cli("train", args).returncode == 0
+    run = tmp_path / "outputs" / "runs" / "lk2"
+    record = run_record(run)
+    with RunLock(run):  # as a running scalelong-train holds it
+        refused = cli("train", [*args, "trainer.max_steps=4", "scaler=none"])
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"scalelong-train: run directory {run} is in use by ")
+    assert run_record(run) == record
+
+
+@pytest.mark.slow
+def test_a_sweep_over_max_steps_gives_each_job_its_own_run(tmp_path, cli):
+    """A key a sweep gives several values names its jobs, result-changing or not: two lengths are two runs."""
+    sweep = tmp_path / "sweep"
+    proc = cli("train", ["-m", *FAST, "trainer.max_steps=1,2", "seed=0,1", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = {p.name: json.loads((p / "status.json").read_text())["step"] for p in sweep.iterdir() if p.is_dir()}
+    assert steps == {f"debug-tiny__seed-{s}__trainer.max_steps-{n}": n for s in (0, 1) for n in (1, 2)}
+    table = cli("aggregate", [str(sweep)])
+    assert "missing" not in table.stdout
+    assert "| debug=tiny trainer.max_steps=1 | 2 |" in table.stdout
+    assert "| debug=tiny trainer.max_steps=2 | 2 |" in table.stdout
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie no one reaps, as in a container without init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_joblib_sweep_ends_its_workers_and_a_rerun_completes_it(tmp_path, cli):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *RESUME, f"hydra.sweep.dir={sweep}"]
+    with open(tmp_path / "stderr", "w") as stderr:  # a pipe would stay open as long as an orphaned worker
+        proc = subprocess.Popen([sys.executable, "-m", "scalelong.train", *args], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    end = time.monotonic() + 300
+    while not list(sweep.glob("*/checkpoints/step0000002.ckpt")):
+        assert proc.poll() is None and time.monotonic() < end, (tmp_path / "stderr").read_text()[-3000:]
+        time.sleep(0.05)
+    workers = {int(lock.read_text()) for lock in sweep.glob("*/.lock")}  # the pid that holds each job's run
+    assert workers and proc.pid not in workers
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) in (-signal.SIGTERM, 128 + signal.SIGTERM)  # the shell says 143 for both
+    end = time.monotonic() + 60
+    while any(alive(pid) for pid in workers):
+        if time.monotonic() > end:
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"workers {[p for p in workers if alive(p)]} outlived their sweep by 60 s")
+        time.sleep(0.2)
+    statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/status.json")]
+    assert "interrupted" in statuses  # the training job saved as a pre-empted one (one still setting up just ends)
+
+    again = cli("train", args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        status = json.loads((job / "status.json").read_text())
+        assert (status["status"], status["step"]) == ("completed", 16), job

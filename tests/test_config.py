@@ -118,6 +118,20 @@ def test_the_same_command_with_logger_wandb_resumes_the_same_run():
      "callbacks.samples.num_samples=16, or turn the grids off with callbacks.samples=null"),
     (["callbacks.samples.sampler=euler"],
      "callbacks.samples.sampler=euler is unknown; use one of ddpm, ddim, dpm_solver, dpm_solver_fast, euler_maruyama"),
+    (["trainer.max_steps=-5"], "trainer.max_steps=-5 must be a whole number of at least 1 (training steps); "
+                               "set it, e.g. trainer.max_steps=1200"),
+    (["seed=-1"], "seed=-1 must be a whole number of at least 0 (the run's seed); set it, e.g. seed=0"),
+    (["model.patch_size=0"], "model.patch_size=0 must be a whole number of at least 1 (U-ViT's patch side in "
+                             "pixels); set it, e.g. model.patch_size=4"),
+    (["model.depth=0"], "model.depth=0 must be a whole number of at least 1 (U-ViT's transformer blocks); "
+                        "set it, e.g. model.depth=8"),
+    (["diffusion.num_timesteps=0"], "diffusion.num_timesteps=0 must be a whole number of at least 1 (the diffusion "
+                                    "steps T); set it, e.g. diffusion.num_timesteps=1000"),
+    (["optim.warmup_steps=-3"], "optim.warmup_steps=-3 must be a whole number of at least 0 (linear warm-up "
+                                "steps); set it, e.g. optim.warmup_steps=100"),
+    (["callbacks.ema.decay=1.5"], "callbacks.ema.decay=1.5 must be a number in [0, 1] (the EMA's weight on the "
+                                  "old average); set it, e.g. callbacks.ema.decay=0.999, or callbacks.ema=null "
+                                  "for no EMA"),
 ])
 def test_a_bad_train_value_is_one_config_error_naming_the_key_value_and_fix(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -126,7 +140,8 @@ def test_a_bad_train_value_is_one_config_error_naming_the_key_value_and_fix(over
 
 
 @pytest.mark.parametrize("overrides", [[], ["scaler=none", "cs_kappa=abc"], ["cs_kappa=auto"], ["optim.lr=0"],
-                                       ["callbacks.samples=null"]])
+                                       ["callbacks.samples=null"], ["callbacks.ema=null"], ["model=unet_tiny"],
+                                       ["optim.warmup_steps=0", "callbacks.ema.decay=1"]])
 def test_valid_train_values_and_ignored_ones_pass_the_check(overrides):
     check_train_config(compose(["data=digits", *overrides], return_hydra_config=True))
 

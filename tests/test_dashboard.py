@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,22 @@ def test_workspace_spec_is_built_offline_with_one_panel_per_skip():
 def test_missing_run_directory_is_one_clear_error(tmp_path, caplog):
     assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 1
     assert "csv/metrics.csv does not exist" in caplog.text
+
+
+def test_a_run_without_stability_series_gets_its_page_and_is_told_what_is_absent(tiny_run, tmp_path, caplog):
+    """debug=tiny logs losses only (as the demo run): the page, the loss picture and both CSVs are written, and
+    one line names the pictures without data and the callbacks that log them."""
+    out = tmp_path / "dash"
+    with caplog.at_level(logging.INFO):
+        assert main([str(tiny_run), "--out", str(out)]) == 0
+    assert (out / "loss.png").stat().st_size > 5000
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "loss.png", "oscillation_series.csv",
+                                                     "summary.csv"]
+    with open(out / "summary.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["feat_level_mrc"] == "nan" and float(row["train_loss_mean"]) > 0 and row["last_step"] == "1.0"
+    assert (out / "oscillation_series.csv").read_text().strip() == "run,series,rstd,mrc,n"
+    absent = [r.getMessage() for r in caplog.records if "no data" in r.getMessage()]
+    assert len(absent) == 1 and "feature_energy" in absent[0] and "callbacks=stability" in absent[0], absent
+    page = (out / "index.html").read_text()
+    assert 'src="loss.png"' in page and "feature_energy" in page and "callbacks.features" in page

@@ -159,3 +159,13 @@ def test_real_fashion_mnist_from_debian_package(tmp_path: Path) -> None:
     x, y = next(iter(dm.train_dataloader()))
     check_batch(x, y, (64, 1, 28, 28))
     assert x.min().item() == -1.0 and x.max().item() == 1.0
+
+
+def test_a_data_root_that_cannot_be_written_is_one_data_error_naming_it(tmp_path: Path, fashion_debian) -> None:
+    debian, _ = fashion_debian
+    (tmp_path / "a_file").write_text("")
+    root = tmp_path / "a_file" / "data"  # below a file: no directory can be made there
+    dm = FashionMNISTDataModule(root=str(root), debian_dir=str(debian), download=False)
+    with pytest.raises(DataError, match=f"Cannot unpack Fashion-MNIST into {root / 'FashionMNIST' / 'raw'}: .*"
+                                        "set paths.data_dir \\(or data.root\\) to a writable directory"):
+        dm.setup()

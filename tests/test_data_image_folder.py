@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -108,3 +109,19 @@ def test_imagenet64_folder(tmp_path: Path) -> None:
     assert set(all_batches(dm.val_dataloader())[1].tolist()) <= {0, 1}
     with pytest.raises(DataError, match="ImageNet 64×64 not found"):
         ImageNet64DataModule(root=str(tmp_path / "empty")).setup()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_png_is_scaled_by_its_bit_depth_not_saturated(tmp_path: Path, channels: int) -> None:
+    """A 16-bit grayscale PNG holds 0..65535: mid-grey 32896 (= 128 · 257) reads as 128, not as white."""
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    for i, level in enumerate((0, 32896, 65535)):
+        Image.fromarray(np.full((8, 8), level, dtype=np.uint16)).save(tmp_path / "images" / "train" / f"{i}.png")
+    with Image.open(tmp_path / "images" / "train" / "1.png") as image:
+        assert image.mode.startswith("I")
+    dm = ImageFolderDataModule(root=str(tmp_path), batch_size=1, val_size=1, image_size=8, channels=channels,
+                               random_flip=False)
+    dm.setup()
+    pixels = {round(float((x[0, 0, 0] + 1) * 127.5)) for x, _ in (dm.train_set[i] for i in range(2))}
+    pixels.add(round(float((dm.val_set[0][0][0, 0, 0] + 1) * 127.5)))
+    assert pixels == {0, 128, 255}

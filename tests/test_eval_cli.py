@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from scalelong.config import CONF_DIR, compose
 from scalelong.data import DigitsDataModule
@@ -23,6 +24,7 @@ from scalelong.errors import ConfigError
 from scalelong.eval.cli import run, weights_used
 from scalelong.eval.fid import to_uint8
 from scalelong.eval.reference import FIDReference, check_sampling, count_label, kid, sampling_label, uint8_batches
+from scalelong.lit import CONFIG_KEY
 
 # The small domain classifier of conf/debug/fid.yaml (the FID-callback tests train the same one).
 SMALL_DOMAIN = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "debug" / "fid.yaml").callbacks.fid.domain)
@@ -114,7 +116,7 @@ def test_eval_command_names_writes_and_reuses_reference_stats(tiny_run, tmp_path
     assert "wrote reference statistics" not in second.stdout and stats_file.stat().st_mtime_ns == mtime
 
     name = "fid_digits-32/ddim-3"
-    out = run_dir / "eval" / "last" / "fid_digits-32_ddim-3_vs_train.json"
+    out = run_dir / "eval" / "step0000002" / "fid_digits-32_ddim-3_vs_train.json"
     result = json.loads(out.read_text())
     value = result["metrics"][name]
     assert math.isfinite(value) and value > 0
@@ -125,10 +127,10 @@ def test_eval_command_names_writes_and_reuses_reference_stats(tiny_run, tmp_path
     refs = result["references"]  # real held-out digits sit far closer to the statistics than noise
     assert 0 <= refs["real_test"] < 0.5 * refs["noise"], refs
     assert f"real held-out images {refs['real_test']:.2f}, N(0, 1) noise {refs['noise']:.2f}" in second.stdout
-    assert (result["n_samples"], result["sampler"], result["steps"]) == (32, "ddim", 3)
+    assert (result["n_samples"], result["sampler"], result["steps"], result["step"]) == (32, "ddim", 3, 2)
     first_value = float(first.stdout.split(f"{name} = ")[1].split()[0])
     assert first_value == pytest.approx(value, abs=1e-4)  # same seed, same samples, cached reference
-    samples = np.load(run_dir / "eval" / "last" / "samples-32_ddim-3.npz")
+    samples = np.load(run_dir / "eval" / "step0000002" / "samples-32_ddim-3.npz")
     assert samples["images"].shape == (32, 28, 28, 1) and samples["images"].dtype == np.uint8
 
 
@@ -160,5 +162,121 @@ def test_eval_with_inception_features(tiny_run, tmp_path) -> None:
     assert result["extractor"].startswith("inception-2015-12-05/")
     assert result["reference"] == {"dataset": "digits", "split": "train", "images": 16}
     assert math.isfinite(result["metrics"]["fid-8/ddim-3"]) and result["metrics"]["fid-8/ddim-3"] > 0
-    assert Path(result["path"]) == run_dir / "eval" / "last" / "fid-8_ddim-3_vs_train.json"
+    assert Path(result["path"]) == run_dir / "eval" / "step0000002" / "fid-8_ddim-3_vs_train.json"
     assert (tmp_path / "stats" / "digits_train_28_inception-2015-12-05.npz").is_file()
+
+
+class PixelMoments(nn.Module):
+    """A stand-in extractor: the mean and spread of each uint8 image's pixels, 2 features."""
+
+    name = "moments"
+    extractor_id = "moments/1"
+    num_features = 2
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().flatten(1)
+        return torch.stack([x.mean(1), x.std(1)], 1)
+
+
+def test_reference_statistics_of_two_image_folders_of_one_size_are_not_shared(tmp_path, monkeypatch) -> None:
+    """Folders a (dark) and b (bright) hold as many images of one size: b is measured against b's statistics."""
+    from PIL import Image
+
+    from scalelong.data import ImageFolderDataModule
+    from scalelong.eval import reference
+
+    for folder, base in (("a", 20), ("b", 200)):
+        (tmp_path / folder / "train").mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", (8, 8), base + 3 * i).save(tmp_path / folder / "train" / f"{i}.png")
+    monkeypatch.setattr(reference, "feature_extractor", lambda *args: PixelMoments())
+
+    def build(folder: str, cache: Path) -> FIDReference:
+        data = ImageFolderDataModule(root=str(tmp_path), folder=folder, image_size=8, channels=1, batch_size=2,
+                                     val_size=2, random_flip=False)
+        return FIDReference.build(data, "inception", "train", cache)
+
+    a, b = build("a", tmp_path / "stats"), build("b", tmp_path / "stats")
+    alone = build("b", tmp_path / "b_alone")
+    assert a.stats.mu[0] < 60 and np.array_equal(b.stats.mu, alone.stats.mu) and b.stats.mu[0] > 200
+    assert np.array_equal(build("a", tmp_path / "stats").stats.mu, a.stats.mu)
+
+    for i in range(12):  # the content changed: recomputed, not reused
+        Image.new("L", (8, 8), 250).save(tmp_path / "b" / "train" / f"{i}.png")
+    assert build("b", tmp_path / "b_alone").stats.mu[0] == 250
+
+
+def checkpoint_copy(source: Path, run_dir: Path, **changes: object) -> Path:
+    """``run_dir/checkpoints/last.ckpt``: ``source`` with top-level entries or stored config parts replaced
+    (``global_step=40``; ``data={...}`` replaces the stored data config)."""
+    ckpt = torch.load(source, weights_only=True)
+    for key, value in changes.items():
+        if key in ckpt:
+            ckpt[key] = value
+        else:
+            ckpt[CONFIG_KEY][key] = value
+    path = run_dir / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+EVAL_ARGS = ["n_samples=32", "batch_size=16", "sampler=ddim", "steps=3", "kid_subset_size=16", *SMALL_DOMAIN_CLI]
+
+
+@pytest.mark.slow
+def test_eval_keeps_one_result_per_checkpoint_step_and_records_the_step(tiny_run, tmp_path, cli) -> None:
+    """last.ckpt evaluated at step 2 and again at step 40: two results, each naming its step."""
+    source = tiny_run / "checkpoints" / "last.ckpt"
+    ckpt = checkpoint_copy(source, tmp_path / "run")
+    assert cli("eval.cli", [f"ckpt={ckpt}", *EVAL_ARGS]).returncode == 0
+    checkpoint_copy(source, tmp_path / "run", global_step=40)
+    later = cli("eval.cli", [f"ckpt={ckpt}", *EVAL_ARGS])
+    assert later.returncode == 0, later.stderr[-3000:]
+    results = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "run" / "eval").glob("*/*.json")}
+    assert sorted(results) == ["step0000002", "step0000040"]
+    assert [results[name]["step"] for name in sorted(results)] == [2, 40]
+    assert f"wrote {tmp_path / 'run' / 'eval' / 'step0000040' / 'fid_digits-32_ddim-3_vs_train.json'}" in later.stdout
+
+
+@pytest.mark.slow
+def test_eval_reads_data_under_the_current_data_root_never_the_checkpoints(tiny_run, tmp_path, cli, monkeypatch):
+    """A checkpoint copied from another machine stores data.root=/home/someone/data: eval reads the data where
+    the user's paths.data_dir (or data.root) says, and creates nothing under the stored path."""
+    from scalelong.data.base import ImageDataModule
+
+    stored = OmegaConf.to_container(compose(["debug=tiny"]).data, resolve=False)
+    elsewhere = tmp_path / "someone" / "data"
+    ckpt = checkpoint_copy(tiny_run / "checkpoints" / "last.ckpt", tmp_path / "run", data={**stored, "root":
+                                                                                            str(elsewhere)})
+    roots = []
+    original = ImageDataModule.__init__
+
+    def spy(self, root: str = "data", **options: object) -> None:
+        roots.append(Path(root))
+        original(self, root=root, **options)
+
+    monkeypatch.setattr(ImageDataModule, "__init__", spy)
+    for extra, root in (([], tmp_path / "data"), ([f"data.root={tmp_path / 'mine'}"], tmp_path / "mine")):
+        roots.clear()
+        done = cli("eval.cli", [f"ckpt={ckpt}", *EVAL_ARGS, *extra])
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert set(roots) == {root}
+    assert not (tmp_path / "someone").exists()
+
+
+@pytest.mark.slow
+def test_eval_on_a_full_disk_is_one_line_leaves_no_partial_file_and_writes_no_result(tiny_run, tmp_path, cli,
+                                                                                      full_disk) -> None:
+    """The samples and the JSON go to a disk that fills after the checkpoint is on it: one line naming the file,
+    no temporary file, no truncated .npz, and no JSON reporting success."""
+    disk, fill = full_disk
+    ckpt = checkpoint_copy(tiny_run / "checkpoints" / "last.ckpt", disk / "run")
+    fill()
+    done = cli("eval.cli", [f"ckpt={ckpt}", *EVAL_ARGS, "save_samples=true", f"cache_dir={tmp_path / 'stats'}"])
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"scalelong-eval: cannot write {disk / 'run' / 'eval'}/"), message
+    assert message.endswith("the disk is full; the previous version of the file is kept. Free space, or write the "
+                            "result to a disk with room (out=<JSON path>, save_samples=false), then rerun"), message
+    assert sorted(p.name for p in (disk / "run").rglob("*") if p.is_file()) == ["last.ckpt"]

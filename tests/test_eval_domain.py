@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,21 @@ def test_fashion_mnist_domain_fid(tmp_path) -> None:
     real_vs_noise = fid_from_stats(extract_stats(extractor, noise.split(1000)), half_b)
     assert real_vs_real < 0.1 * real_vs_noise
     assert abs(fid_from_stats(half_a, half_a)) < 1e-6 * real_vs_noise
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated"])
+def test_a_corrupt_cached_classifier_is_retrained_or_named(tmp_path, caplog, damage: bytes) -> None:
+    train, test = digits()
+    cached = tmp_path / "domain_digits.pt"
+    cached.write_bytes(damage)
+    with caplog.at_level(logging.WARNING, logger="scalelong.eval.domain"):
+        extractor = domain_features("digits", tmp_path, train, test, epochs=1, batch_size=64, feature_dim=32)
+    assert extractor.num_features == 32
+    assert any(str(cached) in r.getMessage() and "retraining" in r.getMessage() for r in caplog.records)
+    assert torch.load(cached, weights_only=True)["data_id"] == domain.data_hash(*train)  # rewritten whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["domain_digits.pt"]
+
+    other = tmp_path / "domain_cifar10.pt"  # nothing to retrain from, nothing shipped: one line naming the file
+    other.write_bytes(damage)
+    with pytest.raises(ConfigError, match=f"{other} cannot be read .*delete it"):
+        domain_features("cifar10", tmp_path)

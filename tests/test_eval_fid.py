@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,25 @@ def test_to_uint8_and_metric_names() -> None:
     inception = Identity(2)
     inception.name = "inception"
     assert metric_name("fid", inception) == "fid" and metric_name("kid", inception) == "kid"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_npz"])
+def test_a_corrupt_stats_file_is_recomputed_with_one_line_naming_it(tmp_path, caplog, damage: str) -> None:
+    calls = []
+
+    def compute() -> FeatureStats:
+        calls.append(1)
+        return stats_from_features(gaussian_features(50, 4, seed=0), "toy/1")
+
+    args = ("fashion_mnist", "train", 28, "toy/1", compute, tmp_path)
+    first = reference_stats(*args)
+    path = tmp_path / "fashion_mnist_train_28_toy.npz"
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "not_npz": b"\x00" * 64}[damage])
+    with caplog.at_level(logging.WARNING, logger="scalelong.eval.fid"):
+        again = reference_stats(*args)
+    assert len(calls) == 2 and np.array_equal(again.sigma, first.sigma)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "recomputing" in warnings[0]
+    assert np.array_equal(FeatureStats.load(path)[0].mu, first.mu)  # the rewritten file reads
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left

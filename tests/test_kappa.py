@@ -163,3 +163,18 @@ def test_kappa_for_a_run_config_uses_its_data_schedule_and_model_depth(tmp_path)
     assert "kappa range for N = 10 skips" in report and f"{kappa:.4f}" in report
     low, high = (float(v) for v in report.split("skips: [")[1].split("]")[0].split(","))
     assert 0 < low < kappa < high <= 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("kappa_tool.num_images=0", "kappa_tool.num_images=0 must be a whole number of at least 2 (training images "
+                                "x_0 measured); set it, e.g. kappa_tool.num_images=2000"),
+    ("kappa_tool.n_t=0", "kappa_tool.n_t=0 must be a whole number of at least 1 (timesteps per image); set it, "
+                         "e.g. kappa_tool.n_t=8"),
+])
+def test_a_bad_sample_size_of_the_kappa_tool_is_one_config_error(override, message):
+    from scalelong.config import compose
+    from scalelong.kappa_range import kappa_for_config
+
+    with pytest.raises(ConfigError) as err:
+        kappa_for_config(compose(["data=digits", override], config_name="kappa"))
+    assert str(err.value) == message

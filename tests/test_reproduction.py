@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_each_study_s_prose_exists_and_its_placeholders_are_recipe_keys(name: st
     broken = Study(**{**study.__dict__, "recipe": compose(["experiment=repro_cpu"]).model})
     with pytest.raises(ConfigError, match="is not a key of"):
         broken.prose(study.setup)
+
+
+def write_lossonly_run(run_dir: Path, overrides: list[str]) -> None:
+    """A completed run directory as scalelong-train leaves it, with its losses logged and nothing else (no FID
+    callback, no stability callbacks): what a sweep that is not a reproduction sweep holds."""
+    from omegaconf import OmegaConf
+
+    from scalelong.runs.status import write_status
+
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose(overrides), run_dir / ".hydra" / "config.yaml")
+    (run_dir / "csv").mkdir()
+    rows = "".join(f"{step},0,{1.0 - 0.01 * step}\n" for step in range(10))
+    (run_dir / "csv" / "metrics.csv").write_text("step,epoch,train/loss\n" + rows)
+    write_status(run_dir, "completed", step=10)
+
+
+def test_a_report_of_sweeps_without_fid_curves_is_written_and_names_what_is_missing(tmp_path, capsys, caplog) -> None:
+    """An lr sweep of U-ViT runs at and off the recipe's lr that logged no FID: the report of what there is, and
+    one line naming what is missing, instead of a traceback from the FID claims or a log-scaled empty figure."""
+    from scalelong.report import main
+
+    root = tmp_path / "sweep"
+    for scaler in ("none", "cs"):
+        for lr in ("2e-3", "4e-3"):
+            write_lossonly_run(root / f"{scaler}_{lr}", ["experiment=repro_uvit", f"scaler={scaler}", f"optim.lr={lr}"])
+    out = tmp_path / "report.md"
+    main([str(root), "--out", str(out)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(out)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"4 of the 4 completed runs under {root} logged no FID curve (callbacks.fid, e.g. callbacks=repro): the "
+        "claims on FID are inconclusive without them"]
+    text = out.read_text()
+    assert text.count("**Verdict: ") == 7 and "logged no FID curve" in text
+    assert not (tmp_path / "report" / "frontier.png").exists()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from scalelong.config import CONF_DIR, compose, names_the_run, run_name
+from scalelong.config import CONF_DIR, compose, names_the_run, run_name, sweep_overrides
 from scalelong.result_keys import RESULT_KEYS, changes_result, classifying_entry
 from scalelong.runs.resume import config_differences, flatten
 
@@ -118,3 +118,15 @@ def test_what_is_trained_names_the_run_and_refuses_a_resume(key):
     assert changes_result(key)
     assert run_name(f"{key}-97__scaler-ls") == f"{key}-97__scaler-ls"
     assert [d.split(":")[0] for d in config_differences(default, with_value(default, key, 97))] == [key]
+
+
+def test_a_key_a_sweep_gives_several_values_names_its_jobs(tmp_path):
+    """Jobs of one sweep are runs of their own: a swept key names them even when it does not change the result."""
+    overrides = "debug-tiny__seed-0__trainer.max_steps-2"
+    assert run_name(overrides) == "debug-tiny__seed-0"
+    assert run_name(overrides, swept={"seed", "trainer.max_steps"}) == overrides
+    multirun = tmp_path / "multirun.yaml"
+    multirun.write_text("hydra:\n  overrides:\n    task: [debug=tiny, 'trainer.max_steps=2,4']\n"
+                        "  sweeper:\n    params:\n      seed: 0,1\n")
+    assert {o.key_or_group for o in sweep_overrides(multirun) if o.is_sweep_override()} == {"trainer.max_steps",
+                                                                                           "seed"}

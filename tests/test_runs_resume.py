@@ -67,3 +67,13 @@ def test_ckpt_path_null_moves_the_previous_attempt_to_previous_and_starts_over(t
     (previous,) = (tmp_path / "previous").iterdir()
     assert sorted(p.name for p in previous.iterdir()) == ["checkpoints", "summary.json"]
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_a_config_stored_before_decay_steps_existed_decayed_to_its_max_steps():
+    old = {**CONFIG, "optim": {"lr": 2e-4, "decay": "cosine"}}  # trainer.max_steps 10
+    new = {**CONFIG, "optim": {"lr": 2e-4, "decay": "cosine", "decay_steps": 10}}
+    assert config_differences(old, new) == []
+    assert config_differences(old, {**new, "optim": {**new["optim"], "decay_steps": 20}}) == [
+        "optim.decay_steps: 10 -> 20"]
+    constant = {**CONFIG, "optim": {"lr": 2e-4, "decay": "constant"}}
+    assert config_differences(constant, {**constant, "optim": {**constant["optim"], "decay_steps": None}}) == []

@@ -249,3 +249,21 @@ def test_cosine_decay_follows_warmup_then_half_cosine_to_the_floor(train_run):
         assert value == pytest.approx(expected, rel=1e-5), (step, value, expected)
     assert len(logged) >= steps - 1
     assert all(math.isfinite(v) for v in series(rows, "train/loss").values())
+
+
+def test_a_longer_run_under_cosine_decay_is_refused_naming_the_horizon_and_a_fixed_horizon_extends_it(train_run):
+    """The cosine's last step (optim.decay_steps, trainer.max_steps unless set) changes every lr after the
+    warm-up: a finished 2-step run continued to 4 steps would not be the 2 steps it recorded. It is refused,
+    the fix named; with the horizon kept (optim.decay_steps=2) it continues at the floor lr."""
+    cosine = [*TINY["unet"], "optim.decay=cosine", "optim.warmup_steps=1", "optim.lr=1e-3", "optim.min_lr_ratio=0.1"]
+    _, run_dir = train_run([*cosine, "trainer.max_steps=2"])
+    summary = (run_dir / "summary.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"run run was trained with other settings \(optim.decay_steps: 2 -> 4\).*"
+                                          r"optim.decay_steps=2"):
+        train_run([*cosine, "trainer.max_steps=4"])
+    assert (run_dir / "summary.json").read_bytes() == summary
+    metrics, _ = train_run([*cosine, "trainer.max_steps=4", "optim.decay_steps=2"])
+    assert metrics["step"] == 4
+    lr = series(read_metrics(run_dir), "lr-AdamW/pg1")
+    assert lr[0] == pytest.approx(1e-3) and lr[1] == lr[2] == lr[3] == pytest.approx(1e-4)
+    assert_each_row_once(run_dir, 4, 2)

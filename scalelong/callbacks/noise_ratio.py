@@ -20,6 +20,7 @@ All are logged at step 0. The histogram is also written to ``<run dir>/noise_rat
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from scalelong.atomic import write_atomic
 from scalelong.callbacks.common import log_metrics, wandb_loggers
 from scalelong.errors import ConfigError
 from scalelong.kappa_range import NoiseRatioStats, kappa_range, noise_ratio_stats
@@ -94,7 +96,9 @@ def save_histogram(stats: NoiseRatioStats, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     counts, edges = stats.hist_counts.numpy(), stats.hist_edges.numpy()
     path = out_dir / "histogram.npz"
-    np.savez(path, counts=counts, edges=edges, mean=stats.mean, q97=stats.high, xt_energy=stats.mean_xt_energy)
+    npz = io.BytesIO()  # written whole or not at all: the dashboard reads it
+    np.savez(npz, counts=counts, edges=edges, mean=stats.mean, q97=stats.high, xt_energy=stats.mean_xt_energy)
+    write_atomic(path, npz.getvalue())
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     plot_histogram(fig.add_subplot(), counts, edges, stats.mean, stats.high)
     fig.savefig(out_dir / "histogram.png", dpi=100)

@@ -7,7 +7,9 @@ so that a validation loss or a probe batch (docs/metrics.md "Probe batch") chang
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,6 +59,13 @@ class TensorImageDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.images)
 
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the images and labels: what a cache of statistics of this split is keyed by."""
+        digest = hashlib.sha256(f"{tuple(self.images.shape)} {self.images.dtype}".encode())
+        for t in (self.images, self.labels):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     def __getitem__(self, key: Key) -> Sample:
         index, flip = split_key(key, self.random_flip)
         x = self.images[index]
@@ -101,10 +110,17 @@ class ResumableBatchSampler(Sampler[list[tuple[int, bool]]]):
 
 
 def open_image(path: str | Path, mode: str) -> Image.Image:
-    """Decode one image file fully and convert it to ``mode`` ("RGB" or "L"); DataError if unreadable."""
+    """Decode one image file fully and convert it to ``mode`` ("RGB" or "L"); DataError if unreadable.
+
+    A 16-bit grayscale image (PIL mode ``I;16``, or ``I`` from older Pillow) is scaled to 8 bits by its bit
+    depth (÷ 257, so 65535 → 255); PIL's own conversion clips it, saturating nearly every pixel to white.
+    """
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode.startswith("I"):
+                eight_bit = (np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
+                return Image.fromarray(eight_bit).convert(mode)  # uint8 H×W: mode "L"
             return image.convert(mode)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"Cannot read image file {path}: {err}. Replace or delete the file.") from err
@@ -130,6 +146,15 @@ class ImageFileDataset(Dataset[Sample]):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the decoding mode and each file's absolute path, label, size and modification time:
+        what a cache of statistics of this split is keyed by (another folder, or an edited file, is other data)."""
+        digest = hashlib.sha256(self.mode.encode())
+        for path, label in self.samples:
+            stat = os.stat(path)
+            digest.update(f"\0{Path(path).resolve()}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
 
     def __getitem__(self, key: Key) -> Sample:
         index, flip = split_key(key, self.random_flip)

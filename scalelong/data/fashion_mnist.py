@@ -90,7 +90,11 @@ class FashionMNISTDataModule(ImageDataModule):
         if not missing:
             return
         if all((self.debian_dir / f"{name}.gz").is_file() for name in missing):
-            self.raw_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.raw_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise DataError(f"Cannot unpack Fashion-MNIST into {self.raw_dir}: {err.strerror or err}; set "
+                                "paths.data_dir (or data.root) to a writable directory.") from err
             for name in missing:
                 gunzip(self.debian_dir / f"{name}.gz", self.raw_dir / name)
             log.info("Unzipped Fashion-MNIST from %s into %s", self.debian_dir, self.raw_dir)

@@ -7,16 +7,21 @@ The checkpoint's weights (its ``state_dict``: the EMA weights when the run had E
 images with :func:`scalelong.sampling.draw`. Class-conditional models get labels uniform over the
 classes, which is the label distribution of the balanced datasets here (Fashion-MNIST, CIFAR-10,
 ImageNet); for an imbalanced image folder it is not. The dataset is the one of the checkpoint's stored
-config. Features are those of the dataset's domain classifier (``extractor=domain``, CPU scale, metrics
+config, read from this command's ``paths.data_dir`` (or ``data.root=...``; other ``data.*`` options
+override the stored ones too): nothing is read from or written under a directory that only the
+checkpoint names. Features are those of the dataset's domain classifier (``extractor=domain``, CPU scale, metrics
 ``fid_<dataset>`` and ``kid_<dataset>``) or Inception-v3 pool3 (``extractor=inception``: ``fid``, ``kid``).
 FID is taken against the statistics of a whole dataset split (``ref_split``; ``ref_count`` for a fixed
-subset), cached in ``cache_dir`` and computed only when missing or stale; KID (torchmetrics, mean ± std
+subset), cached in ``cache_dir`` and computed only when missing, stale or unreadable; KID (torchmetrics, mean ± std
 over subsets) needs real features, so it extracts those of ``n_samples`` images of the same split.
 
 Metric names carry the sample count, sampler and steps, e.g. ``fid_fashion_mnist-1k/dpm_solver-25`` or
 ``fid-10k/dpm_solver-50``. The result is printed and written as JSON to
-``<run dir>/eval/<checkpoint name>/<metric name>_vs_<split>.json``; ``save_samples=true`` also writes
-the samples there as ``.png`` and ``.npz`` (see :func:`scalelong.sampling.save_samples`).
+``<run dir>/eval/step<NNNNNNN>/<metric name>_vs_<split>.json``, one directory per training step of the
+checkpoint (``last.ckpt`` evaluated at step 4 and again at step 40 keeps both; the JSON records ``step``);
+``save_samples=true`` also writes the samples there as ``.png`` and ``.npz`` (see
+:func:`scalelong.sampling.save_samples`). Every file is written whole or not at all, the JSON last: a full
+disk ends the command with one line and leaves no result that reports success.
 
 The extractor, the reference statistics and KID live in :mod:`scalelong.eval.reference`, shared with
 the training-time FID callback :class:`scalelong.callbacks.fid.FIDTracker`; this module is the command.
@@ -36,6 +41,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR
 from scalelong.errors import exit_on_user_error
 from scalelong.eval.reference import FIDReference, check_reference, check_sampling, kid, references, sampling_label
@@ -52,6 +58,13 @@ def weights_used(config: Mapping[str, Any] | None) -> str:
     return "ema" if ema else "raw"
 
 
+def data_config(stored: Mapping[str, Any], given: DictConfig) -> dict[str, Any]:
+    """The checkpoint's stored data config with this command's ``data`` options over it: ``data.root`` is the
+    current ``paths.data_dir`` unless given, never the stored one (a copied checkpoint's root is another
+    machine's or person's directory, which eval must not create or download into)."""
+    return {**stored, **OmegaConf.to_container(given, resolve=True)}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt``; returns the result also written as JSON (its path under ``"path"``)."""
     steps = check_sampling(cfg.n_samples, cfg.sampler, cfg.steps)
@@ -59,7 +72,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = Path(cfg.ckpt)
     module = load_checkpoint(ckpt, map_location=device).to(device)
-    datamodule = instantiate(module.config["data"])
+    datamodule = instantiate(data_config(module.config["data"], cfg.data))
     domain = OmegaConf.to_container(cfg.domain) if cfg.domain else None
     ref = FIDReference.build(datamodule, cfg.extractor, cfg.ref_split, cfg.cache_dir, cfg.ref_count, device,
                              cfg.batch_size, cfg.inception_weights, domain)
@@ -75,12 +88,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           for m in ("fid", "kid"))
 
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out_dir = run_dir / "eval" / ckpt.stem
+    out_dir = run_dir / "eval" / f"step{module.checkpoint_step:07d}"
     path = Path(cfg.out) if cfg.out else out_dir / f"{fid_name.replace('/', '_')}_vs_{cfg.ref_split}.json"
     result: dict[str, Any] = {
         "metrics": {fid_name: ref.fid(fake), kid_name: kid_mean},
         "kid_std": kid_std,
         "checkpoint": str(ckpt.resolve()),
+        "step": module.checkpoint_step,
         "weights": weights_used(module.config),
         "extractor": ref.extractor.extractor_id,
         "extractor_accuracy": getattr(ref.extractor, "accuracy", None),
@@ -94,11 +108,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.references:
         result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    fix = "Free space, or write the result to a disk with room (out=<JSON path>, save_samples=false), then rerun"
     if cfg.save_samples:
         label = sampling_label(cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
-        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}")
+        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}", fix)
+    write_atomic(path, json.dumps(result, indent=2), fix)  # last: a result on disk means everything was written
 
     print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
     print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")

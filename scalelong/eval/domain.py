@@ -22,6 +22,7 @@ uint8 images (see :func:`scalelong.eval.fid.to_uint8`).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from scalelong.atomic import UNREADABLE, unreadable_reason, write_atomic
 from scalelong.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -189,44 +191,46 @@ def domain_features(
 
     ``train`` and ``test`` are (images N×C×H×W in [-1, 1], int64 labels). The cache file
     ``<cache_dir>/domain_<name>.pt`` is used when it exists and, if ``train`` is given, was trained on
-    the same data (same hash); otherwise the classifier is trained with ``train_kwargs`` (see
-    :func:`train_domain_classifier`), evaluated on ``test`` and saved.
+    the same data (same hash), else the shipped one if it was; otherwise the classifier is trained with
+    ``train_kwargs`` (see :func:`train_domain_classifier`), evaluated on ``test`` and saved atomically. An
+    unreadable cache file (truncated, empty) is named in one warning and retrained, or, without the data to
+    retrain it, named in one ``ConfigError``.
     """
     path = Path(cache_dir) / f"domain_{name}.pt"
     data_id = data_hash(*train) if train is not None else None
-    shipped = SHIPPED_DIR / f"domain_{name}.pt"
-    if not path.exists() and shipped.exists():
-        ckpt = torch.load(shipped, map_location="cpu", weights_only=True)
-        if data_id is None or ckpt["data_id"] == data_id:
-            path = shipped
-        else:
-            log.info("the shipped domain classifier %s was trained on other data; training one", shipped)
-    if path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if data_id is None or ckpt["data_id"] == data_id:
+    unreadable = ""
+    for candidate in (path, SHIPPED_DIR / f"domain_{name}.pt"):  # the cache, else the one shipped
+        if not candidate.exists():
+            continue
+        try:
+            ckpt = torch.load(candidate, map_location="cpu", weights_only=True)
             classifier = DomainClassifier(**ckpt["config"])
             classifier.load_state_dict(ckpt["state_dict"])
-            log.info("loaded domain classifier %s (test accuracy %.4f)", path, ckpt["accuracy"])
-            return DomainFeatures(classifier, name, ckpt["accuracy"], ckpt["data_id"])
-        log.info("domain classifier %s was trained on other data; retraining", path)
+            accuracy, trained_on = float(ckpt["accuracy"]), str(ckpt["data_id"])
+        except (*UNREADABLE, TypeError) as err:
+            unreadable = unreadable or f"domain classifier {candidate} cannot be read ({unreadable_reason(err)})"
+            continue
+        if data_id is None or trained_on == data_id:
+            if unreadable:
+                log.warning("%s; using %s", unreadable, candidate)
+            log.info("loaded domain classifier %s (test accuracy %.4f)", candidate, accuracy)
+            return DomainFeatures(classifier, name, accuracy, trained_on)
+        log.info("domain classifier %s was trained on other data", candidate)
     if train is None or test is None:
+        if unreadable:
+            raise ConfigError(f"{unreadable}; delete it, or pass the training and test splits of '{name}' to "
+                              "retrain it")
         raise ConfigError(
             f"no domain classifier cached at {path}; pass the training and test splits of '{name}' to train it"
         )
+    if unreadable:
+        log.warning("%s; retraining", unreadable)
     classifier = train_domain_classifier(*train, **train_kwargs)
     accuracy = classifier_accuracy(classifier, *test)
     log.info("domain classifier '%s': test accuracy %.4f", name, accuracy)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        dict(
-            state_dict=classifier.state_dict(),
-            config=classifier.config,
-            accuracy=accuracy,
-            feature_dim=classifier.config["feature_dim"],
-            data_id=data_id,
-        ),
-        tmp,
-    )
-    tmp.replace(path)
+    record = dict(state_dict=classifier.state_dict(), config=classifier.config, accuracy=accuracy,
+                  feature_dim=classifier.config["feature_dim"], data_id=data_id)
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    write_atomic(path, buffer.getvalue())
     return DomainFeatures(classifier, name, accuracy, data_id)

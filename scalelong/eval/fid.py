@@ -13,6 +13,7 @@ images (:func:`to_uint8`) and carry ``extractor_id``, ``name`` and ``num_feature
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from scalelong.atomic import UNREADABLE, unreadable_reason, write_atomic
 from scalelong.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,25 +52,24 @@ class FeatureStats:
     extractor_id: str
 
     def save(self, path: str | os.PathLike, key: dict[str, str | int]) -> None:
-        """Write an ``.npz`` holding the statistics and ``key`` (what they were computed from), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                mu=self.mu,
-                sigma=self.sigma,
-                count=np.int64(self.count),
-                extractor_id=np.str_(self.extractor_id),
-                key=np.str_(json.dumps(key, sort_keys=True)),
-            )
-        tmp.replace(path)
+        """Write an ``.npz`` holding the statistics and ``key`` (what they were computed from), atomically
+        (:func:`scalelong.atomic.write_atomic`)."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            mu=self.mu,
+            sigma=self.sigma,
+            count=np.int64(self.count),
+            extractor_id=np.str_(self.extractor_id),
+            key=np.str_(json.dumps(key, sort_keys=True)),
+        )
+        write_atomic(Path(path), buffer.getvalue())
 
     @staticmethod
     def load(path: str | os.PathLike) -> tuple[FeatureStats, dict[str, str | int]]:
-        """Read an ``.npz`` written by :meth:`save`; returns the statistics and their key."""
-        with np.load(path) as f:
+        """Read an ``.npz`` written by :meth:`save`; returns the statistics and their key. A damaged file raises
+        one of :data:`scalelong.atomic.UNREADABLE`."""
+        with np.load(path, allow_pickle=False) as f:
             stats = FeatureStats(f["mu"], f["sigma"], int(f["count"]), str(f["extractor_id"]))
             return stats, json.loads(str(f["key"]))
 
@@ -140,7 +141,8 @@ def reference_stats(
 
     The file ``<cache_dir>/<dataset>_<split>_<resolution>_<extractor family>.npz`` is reused when its key
     (dataset, split, resolution, full ``extractor_id``, ``data_id``) matches; otherwise — missing, or
-    stale because e.g. the weights changed — ``compute_fn()`` is called and its result written.
+    stale because e.g. the weights changed, or unreadable (one warning names it) — ``compute_fn()`` is called and
+    its result written atomically.
     ``data_id`` names anything else the statistics depend on (sample count, data version).
     """
     key: dict[str, str | int] = dict(
@@ -149,11 +151,15 @@ def reference_stats(
     family = extractor_id.split("/")[0]
     path = Path(cache_dir) / f"{dataset}_{split}_{resolution}_{family}.npz"
     if path.exists():
-        stats, stored_key = FeatureStats.load(path)
-        if stored_key == key:
-            log.info("reference statistics %s (%d images, %s)", path, stats.count, extractor_id)
-            return stats
-        log.info("reference statistics %s are stale (%s, now %s); recomputing", path, stored_key, key)
+        try:
+            stats, stored_key = FeatureStats.load(path)
+        except UNREADABLE as err:
+            log.warning("reference statistics %s cannot be read (%s); recomputing", path, unreadable_reason(err))
+        else:
+            if stored_key == key:
+                log.info("reference statistics %s (%d images, %s)", path, stats.count, extractor_id)
+                return stats
+            log.info("reference statistics %s are stale (%s, now %s); recomputing", path, stored_key, key)
     stats = compute_fn()
     if stats.extractor_id != extractor_id:
         raise ValueError(f"compute_fn returned statistics of '{stats.extractor_id}', expected '{extractor_id}'")

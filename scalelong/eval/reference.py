@@ -140,13 +140,14 @@ class FIDReference:
     ) -> FIDReference:
         """Extractor and statistics of ``split`` (all of it, or a fixed random subset of ``count`` images),
         read from ``cache_dir`` when they were computed before for the same data and extractor
-        (:func:`scalelong.eval.fid.reference_stats`)."""
+        (:func:`scalelong.eval.fid.reference_stats`). The same data is the same content of the split (its
+        ``fingerprint``: the images of an in-memory split, the files of an image folder), so two folders of
+        one size never share statistics."""
         check_reference(extractor, split)
         data = split_dataset(datamodule, split)
         net = feature_extractor(extractor, datamodule, cache_dir, inception_weights, domain).to(device)
         n = len(data) if count is None else min(count, len(data))
-        data_id = (f"{type(datamodule).__name__} root={datamodule.root} seed={datamodule.seed} "
-                   f"val_size={datamodule.val_size}: {n} of {len(data)} images")
+        data_id = f"{type(datamodule).__name__} {data.fingerprint()}: {n} of {len(data)} images"
 
         def compute() -> FeatureStats:
             batches = uint8_batches(data, fixed_subset_indices(len(data), n, 0), batch_size, datamodule.num_workers)

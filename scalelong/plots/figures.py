@@ -4,13 +4,17 @@ noise-ratio callback saves too. Runs share every axis, so their curves compare d
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from scalelong.atomic import UNREADABLE, unreadable_reason
 from scalelong.plots.metrics import Run, Series, block_order
+
+log = logging.getLogger(__name__)
 
 
 def plot_histogram(ax, counts: np.ndarray, edges: np.ndarray, mean: float, q97: float,
@@ -158,7 +162,13 @@ def noise_ratio_figure(runs: Sequence[Run]) -> Figure | None:
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.add_subplot()
     for run, path in shown:
-        h = np.load(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                h = {k: f[k] for k in ("counts", "edges", "mean", "q97")}
+        except UNREADABLE as err:
+            log.warning("%s cannot be read (%s); left out of the noise-ratio picture. Rerun the run's "
+                        "noise_ratio callback (or delete the file)", path, unreadable_reason(err))
+            continue
         plot_histogram(ax, h["counts"], h["edges"], float(h["mean"]), float(h["q97"]),
                        label=f"{run.label}: mean {float(h['mean']):.3f}, q97 {float(h['q97']):.3f}",
                        color=colors[run.label])
@@ -189,8 +199,21 @@ def lines_figure(runs: Sequence[Run], panels: Sequence[tuple[str, Sequence[str]]
     return fig
 
 
+# Each picture and what logs its data: a run without it gets the page without the picture, and is told.
+LOGGED_BY = {
+    "feature_energy": "callbacks.features",
+    "skip_energy": "callbacks.features",
+    "oscillation_heatmap": "callbacks.features",
+    "grad_norms": "callbacks.gradients",
+    "kappa": "callbacks.kappa",
+    "noise_ratio": "callbacks.noise_ratio",
+    "robustness": "callbacks.robustness",
+    "loss": "training itself (train/loss, val/loss) and callbacks.timestep_loss",
+}
+
+
 def figures(runs: Sequence[Run]) -> dict[str, Figure]:
-    """Every figure of the module docstring that the runs have data for."""
+    """Every figure of the module docstring (:data:`LOGGED_BY`) that the runs have data for."""
     sigmas = sorted({k for run in runs for k in run.series if k.startswith("robust/ratio/")},
                     key=lambda k: float(k.rsplit("_", 1)[-1]))
     candidates = {

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import csv
 import html
+import io
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from scalelong.atomic import write_atomic
 from scalelong.oscillation import range_oscillation
-from scalelong.plots.figures import figures
+from scalelong.plots.figures import LOGGED_BY, figures
 from scalelong.plots.metrics import Run, block_order, load_run, unique_labels
+
+log = logging.getLogger(__name__)
 
 
 def summary(run: Run, start: int | None = None, stop: int | None = None) -> dict[str, float]:
@@ -56,18 +61,25 @@ def series_oscillation(run: Run, start: int | None = None, stop: int | None = No
                                                                  start, stop)} for k in keys]
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+SERIES_FIELDS = ("run", "series", "rstd", "mrc", "n")  # the columns of oscillation_series.csv
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, object]], fields: Sequence[str]) -> None:
+    """``path`` with the header ``fields`` and ``rows`` (none: the header alone), written atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def write_summary(runs: Sequence[Run], out: Path, start: int | None, stop: int | None) -> list[dict[str, object]]:
-    """``summary.csv`` (one row per run) and ``oscillation_series.csv`` (one row per run and series)."""
+    """``summary.csv`` (one row per run) and ``oscillation_series.csv`` (one row per run and series; the header
+    alone when no run logged feature or gradient series)."""
     rows = [{"run": run.label, "dir": str(run.path), **summary(run, start, stop)} for run in runs]
-    _write_csv(out / "summary.csv", rows)
-    _write_csv(out / "oscillation_series.csv", [row for run in runs for row in series_oscillation(run, start, stop)])
+    _write_csv(out / "summary.csv", rows, list(rows[0]))
+    series = [row for run in runs for row in series_oscillation(run, start, stop)]
+    _write_csv(out / "oscillation_series.csv", series, SERIES_FIELDS)
     return rows
 
 
@@ -82,6 +94,12 @@ def write_html(runs: Sequence[Run], pictures: Sequence[str], rows: Sequence[dict
     )
     items = "".join(f'<h2>{html.escape(p)}</h2><img src="{html.escape(p)}.png" style="max-width:100%">'
                     for p in pictures)
+    absent = [name for name in LOGGED_BY if name not in pictures]
+    if absent:
+        items += ("<h2>Not logged by these runs</h2><ul>" + "".join(
+            f"<li>{html.escape(name)}: logged by {html.escape(LOGGED_BY[name])}</li>" for name in absent)
+            + "</ul><p>callbacks=stability enables them all; each logs every <code>every_n_steps</code> steps, so a "
+            "run shorter than that logs none.</p>")
     dirs = "".join(f"<li><b>{html.escape(r.label)}</b>: {html.escape(str(r.path))}</li>" for r in runs)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>scalelong stability dashboard</title>
@@ -94,7 +112,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}</style></head><bod
 <p>Keys and definitions: docs/metrics.md.</p></body></html>
 """
     path = out / "index.html"
-    path.write_text(page)
+    write_atomic(path, page)
     return path
 
 
@@ -104,14 +122,24 @@ def _fmt(value: object) -> str:
 
 def build_dashboard(run_dirs: Sequence[str | Path], out: str | Path, start: int | None = None,
                     stop: int | None = None) -> Path:
-    """Write the PNGs, ``summary.csv`` and ``index.html`` for ``run_dirs`` into ``out``; the page's path."""
+    """Write the PNGs, ``summary.csv`` and ``index.html`` for ``run_dirs`` into ``out``; the page's path.
+
+    Pictures whose series no run logged (a run without the stability callbacks) are left out, named in one
+    log line and on the page with the callback that logs them.
+    """
     runs = [load_run(d) for d in run_dirs]
     unique_labels(runs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     pictures = []
     for name, fig in figures(runs).items():
-        fig.savefig(out / f"{name}.png", dpi=90)
+        png = io.BytesIO()
+        fig.savefig(png, dpi=90, format="png")
+        write_atomic(out / f"{name}.png", png.getvalue())
         pictures.append(name)
+    absent = [name for name in LOGGED_BY if name not in pictures]
+    if absent:
+        log.info("no data for %s in these runs: %s log it (all of them: callbacks=stability) every "
+                 "every_n_steps steps, which these runs did not enable or did not reach; the page shows the rest",
+                 ", ".join(absent), ", ".join(dict.fromkeys(LOGGED_BY[name] for name in absent)))
     rows = write_summary(runs, out, start, stop)
     return write_html(runs, pictures, rows, out, start, stop)

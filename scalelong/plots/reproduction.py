@@ -35,11 +35,25 @@ def _finish(fig: Figure, axes: Sequence, ylabel: str, legend_size: int = 8) -> F
     return fig
 
 
+def _log_scale(ax, x: bool = False) -> None:
+    """Log y (and x) on an axis that holds positive data; one without any (every run lacked the metric) stays
+    linear, since matplotlib cannot log-scale it."""
+    if np.isfinite(ax.dataLim.minposy):
+        ax.set_yscale("log")
+    if x and np.isfinite(ax.dataLim.minposx):
+        ax.set_xscale("log")
+
+
+def _finite(stats: Sequence[Stat]) -> bool:
+    return any(np.isfinite(s.mean) for s in stats)
+
+
 def bar_panels(cells: Sequence[Cell], panels: Sequence[tuple[str, Mapping[str, Sequence[Stat]]]],
                log_y: bool = False, reference: float | None = None) -> Figure | None:
     """One panel per metric; per cell a group of bars (one per method, ``{method: one Stat per cell}``) with
-    ±1 std error bars, and an optional dashed reference line (e.g. the paper's 1.5× speed-up)."""
-    if not cells:
+    ±1 std error bars, and an optional dashed reference line (e.g. the paper's 1.5× speed-up); None when no bar
+    has a finite value."""
+    if not cells or not any(_finite(stats) for _, by_method in panels for stats in by_method.values()):
         return None
     fig = Figure(figsize=(5.2 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -55,15 +69,15 @@ def bar_panels(cells: Sequence[Cell], panels: Sequence[tuple[str, Mapping[str, S
         ax.set_xticks(np.arange(len(cells)), [cell_label(c, "\n") for c in cells])
         ax.set_title(title, fontsize=10)
         if log_y:
-            ax.set_yscale("log")
+            _log_scale(ax)
     axes[0].legend(fontsize=8)
     return fig
 
 
 def curve_panels(panels: Mapping[Cell, Mapping[str, Sequence[Curve]]], ylabel: str) -> Figure | None:
     """A metric against steps, one panel per cell, mean over seeds with a ±1 std band per method (curves are
-    cut to the shortest seed's length)."""
-    if not panels:
+    cut to the shortest seed's length); None when no run logged the metric."""
+    if not any(curves for by_method in panels.values() for curves in by_method.values()):
         return None
     fig = Figure(figsize=(4.2 * len(panels), 3.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
@@ -78,7 +92,7 @@ def curve_panels(panels: Mapping[Cell, Mapping[str, Sequence[Curve]]], ylabel: s
             std = values.std(0, ddof=1) if len(curves) > 1 else np.zeros(length)
             ax.plot(steps, mean, label=f"{method} (n={len(curves)})", color=COLORS.get(method))
             ax.fill_between(steps, mean - std, mean + std, color=COLORS.get(method), alpha=0.15)
-        ax.set_yscale("log")
+        _log_scale(ax)
         ax.set_title(f"N={cell[0]} LSCs, batch {cell[1]}", fontsize=10)
         ax.set_xlabel("training step")
     return _finish(fig, axes, ylabel, 7)
@@ -100,7 +114,7 @@ def learned_kappa_panels(panels: Mapping[Cell, np.ndarray], fits: Mapping[Cell, 
         ax.plot(i, scale * fits[cell] ** (i - 1), "--", color=COLORS["ls"],
                 label=f"fit a·κ^(i−1), κ={fits[cell]:.3f}")
         ax.plot(i, scale * cs_kappa ** (i - 1), ":", color=COLORS["cs"], label=f"a·{cs_kappa}^(i−1) (cs)")
-        ax.set_yscale("log")
+        _log_scale(ax)
         ax.set_xlabel("skip i (1 = outermost)")
         ax.set_title(cell_label(cell), fontsize=10)
     return _finish(fig, axes, "κ_i", 7)
@@ -109,7 +123,8 @@ def learned_kappa_panels(panels: Mapping[Cell, np.ndarray], fits: Mapping[Cell, 
 def stat_lines(lines: Mapping[str, tuple[Sequence[float], Sequence[Stat]]], xlabel: str, ylabel: str,
                log_x: bool = False, title: str = "", colors: Mapping[str, str] | None = None) -> Figure | None:
     """One line per label through (x, Stat) points with ±1 std error bars, log y (e.g. final FID against κ or
-    against the learning rate)."""
+    against the learning rate); None when no point has a finite value."""
+    lines = {label: (xs, stats) for label, (xs, stats) in lines.items() if _finite(stats)}
     if not lines:
         return None
     fig = Figure(figsize=(4.8, 3.4), layout="constrained")
@@ -117,9 +132,7 @@ def stat_lines(lines: Mapping[str, tuple[Sequence[float], Sequence[Stat]]], xlab
     for label, (xs, stats) in lines.items():
         ax.errorbar(xs, [s.mean for s in stats], yerr=_errorbars(stats), marker="o", capsize=2, label=label,
                     color=(colors or {}).get(label))
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_scale(ax, x=log_x)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -130,7 +143,9 @@ def stat_lines(lines: Mapping[str, tuple[Sequence[float], Sequence[Stat]]], xlab
 
 def frontier_panels(panels: Mapping[Cell, Mapping[str, tuple[Sequence[float], Sequence[Stat]]]]) -> Figure | None:
     """Final FID against the learning rate, one panel per cell, one line per method (mean ± std over seeds;
-    a learning rate where every seed diverged has no point)."""
+    a learning rate where every seed diverged has no point); None when no point has a finite value."""
+    panels = {cell: kept for cell, lines in panels.items()
+              if (kept := {m: (lrs, stats) for m, (lrs, stats) in lines.items() if _finite(stats)})}
     if not panels:
         return None
     fig = Figure(figsize=(4.6 * len(panels), 3.4), layout="constrained")
@@ -139,8 +154,7 @@ def frontier_panels(panels: Mapping[Cell, Mapping[str, tuple[Sequence[float], Se
         for method, (lrs, stats) in lines.items():
             ax.errorbar(lrs, [s.mean for s in stats], yerr=_errorbars(stats), marker="o", capsize=2, label=method,
                         color=COLORS.get(method))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_scale(ax, x=True)
         ax.set_xlabel("learning rate")
         ax.set_title(cell_label(cell), fontsize=10)
     return _finish(fig, axes, "final FID")

@@ -8,6 +8,7 @@ notes) is in ``docs/results/prose/``, named by the study (``conf/reproduction/<n
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from collections import Counter, defaultdict
@@ -29,6 +30,8 @@ from scalelong.reproduction.results import (
 from scalelong.reproduction.study import REPO_ROOT, Study, load_study, studies
 from scalelong.stats import markdown_table
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
+
+log = logging.getLogger(__name__)
 
 BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by scripts/cpu_reproduction.py
 VERDICTS_FILE = "verdicts.json"
@@ -129,6 +132,23 @@ def claim_lines(s: Section, assets: str) -> list[str]:
     return lines + [f"- {c}" for c in s.checks] + [""]
 
 
+def missing_inputs(results: Sequence[RunResult], sweep: Sweep, root: Path) -> list[str]:
+    """What the runs under ``root`` lack for the claims (no run at the study's recipe, runs without an FID curve),
+    one line each, naming the fix: a sweep that is not a reproduction sweep gets the report of what there is."""
+    study = sweep.study
+    completed = [r for r in results if r.status == "completed"]
+    lines = []
+    if results and not sweep.cells:
+        lines.append(f"none of the {len(results)} runs under {root} is at the {study.backbone} study's recipe "
+                     f"(optim.lr={study.lr:g}, cs_kappa={study.kappa:g}): no claim can compare them; its sweeps: "
+                     f"{study.command}")
+    no_fid = [r for r in completed if r.fid is None]
+    if no_fid:
+        lines.append(f"{len(no_fid)} of the {len(completed)} completed runs under {root} logged no FID curve "
+                     "(callbacks.fid, e.g. callbacks=repro): the claims on FID are inconclusive without them")
+    return lines
+
+
 def write_report(root: str | Path, out: str | Path, study: Study) -> Path:
     """Read every run under ``root`` and write the report ``out`` (Markdown), its figures and raw summaries
     (``runs.csv``, ``fid_curves.csv``, ``verdicts.json``) into ``out``'s directory under ``<stem>/``."""
@@ -140,6 +160,9 @@ def write_report(root: str | Path, out: str | Path, study: Study) -> Path:
     write_runs_csv(results, assets / "runs.csv")
     write_fid_csv(results, assets / "fid_curves.csv")
     secs = sections(sweep)
+    missing = missing_inputs(results, sweep, root)
+    for line in missing:
+        log.warning("%s", line)
     (assets / VERDICTS_FILE).write_text(json.dumps({s.title: list(s.verdict) for s in secs}, indent=1) + "\n")
     figures = {s.key: s.figure for s in secs} | {"speedup": speedup_figure(sweep)}
     for name, fig in figures.items():
@@ -152,7 +175,8 @@ def write_report(root: str | Path, out: str | Path, study: Study) -> Path:
              "number is mean ± std over seeds with n stated; the decision rule is in "
              "`scalelong/reproduction/claims.py`: a comparison holds when the ±1 std intervals over seeds separate.",
              "", f"Runs read: {len(results)} ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}) "
-             f"under `{root}`.", "", "## Verdicts", "",
+             f"under `{root}`.", "", *(f"Missing: {line}." for line in missing), *([""] if missing else []),
+             "## Verdicts", "",
              markdown_table(["claim", "verdict", "why", "parts"],
                             [[s.title, f"**{s.verdict[0]}**", s.verdict[1],
                               "; ".join(f"{p}: {v}" for p, (v, _) in s.part_verdicts().items()) or "–"]

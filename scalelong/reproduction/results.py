@@ -1,10 +1,11 @@
 """The runs of a reproduction, read back from their directories and grouped into cells of seeds.
 
-A run directory (``.hydra/config.yaml``, ``status.json``, ``csv/metrics.csv``, ``train.log``) becomes a
-:class:`RunResult`: its :class:`Setting` (scaler, κ, number of LSCs, batch, lr), seed, outcome, FID curve (the
-FID callback during training), oscillation (:func:`scalelong.plots.page.summary`) over steps ≥ twice the
-warm-up (after the warm-up and the first fast growth of the features), loss spikes and last κ readout. Runs
-that agree on the setting are the seeds of one cell.
+A run directory (``.hydra/config.yaml`` or the config ``status.json`` stores, ``status.json``,
+``csv/metrics.csv``, ``train.log``) becomes a :class:`RunResult`: its :class:`Setting` (scaler, κ, number of
+LSCs, batch, lr), seed, outcome, FID curve (the FID callback during training), oscillation
+(:func:`scalelong.plots.page.summary`) over steps ≥ twice the warm-up (after the warm-up and the first fast
+growth of the features), loss spikes and last κ readout. Runs that agree on the setting are the seeds of one
+cell.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from scalelong.kappa_range import num_skips_of
 from scalelong.plots.metrics import load_run
 from scalelong.plots.page import summary
 from scalelong.reproduction.study import Study
-from scalelong.runs.status import read_status
+from scalelong.runs.status import find_run_dirs, read_status, run_config
 from scalelong.scalers import SCALERS
 from scalelong.stats import Stat, stat
 
@@ -94,7 +95,7 @@ def wall_minutes(run_dir: Path) -> float:
 
 def load_result(run_dir: Path) -> RunResult:
     """A run directory of a sweep as a :class:`RunResult` (metrics that are missing stay empty)."""
-    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    config = run_config(run_dir)
     status = read_status(run_dir) or {"status": "running"}
     outcome = status["status"]
     if outcome == "failed" and "NonFiniteLoss" in status.get("error", ""):
@@ -115,10 +116,9 @@ def load_result(run_dir: Path) -> RunResult:
 
 
 def load_results(root: str | Path) -> list[RunResult]:
-    """Every run directory (one holding ``.hydra/config.yaml`` and a sweep's outputs) at or below ``root``, apart
-    from earlier attempts archived under ``previous/``."""
-    dirs = sorted({p.parent.parent for p in Path(root).rglob(".hydra/config.yaml")})
-    dirs = [d for d in dirs if "previous" not in d.relative_to(root).parts]
+    """Every run directory with a config and a sweep's outputs at or below ``root``
+    (:func:`scalelong.runs.status.find_run_dirs`: not the earlier attempts archived under ``previous/``)."""
+    dirs = [d for d in find_run_dirs(Path(root))[0] if run_config(d) is not None]
     return [load_result(d) for d in dirs if (d / "csv").is_dir() or (d / "status.json").is_file()]
 
 
@@ -163,9 +163,12 @@ class Sweep:
 
     def speedups(self, scaler: str, skips: int, batch: int, at: float) -> list[float]:
         """Per seed: the speed-up (:func:`scalelong.eval.speedup.speedup`) of ``scaler`` over none to the FID
-        none logged at fraction ``at`` of training; 0 when ``scaler`` never reaches it."""
+        none logged at fraction ``at`` of training; 0 when ``scaler`` never reaches it. Pairs of which a run
+        logged no FID curve have no speed-up."""
         out = []
         for base, run in self.paired(scaler, skips, batch):
+            if base.fid is None or run.fid is None:
+                continue
             k = int(np.abs(base.fid.steps - at * base.fid.steps[-1]).argmin())
             out.append(speedup(base.fid, run.fid, float(base.fid.values[k])) or 0.0)
         return out

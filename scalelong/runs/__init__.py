@@ -9,8 +9,10 @@ A run directory ``outputs/runs/<name>/`` is owned by one ``scalelong-train`` at 
 - ``lock``: the run directory's lock.
 - ``resume``: the checkpoint a run continues from, refused when a result-changing setting differs
   (``scalelong.result_keys``), and the archive of a previous attempt.
-- ``status``: ``status.json``.
+- ``status``: ``status.json``, and the one reader of run directories (not the attempts under ``previous/``).
+- ``record``: ``.hydra/`` and ``train.log``, written once an attempt is accepted.
 - ``callbacks``: the Lightning callbacks that keep a run's files consistent with its checkpoints
   (``RunFiles``, SIGTERM) and save interval checkpoints after validation (``StepCheckpoint``).
-- ``hydra_callbacks``: the Hydra callbacks that check the output directory and report a sweep.
+- ``hydra_callbacks``: the Hydra callbacks that check the output directory, report a sweep, and end a
+  sweep's worker processes with it.
 """

@@ -1,11 +1,17 @@
 """Hydra callbacks of ``scalelong-train`` (``hydra.callbacks`` in ``conf/train.yaml``): an unwritable
-output directory is one line before Hydra creates it, and a sweep names the jobs that did not complete."""
+output directory is one line before Hydra creates it, a sweep names the jobs that did not complete, and the
+worker processes of a sweep end with it."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,40 @@ class SweepReport(Callback):
         SweepReport.failed, SweepReport.sweep_dir = failed, str(sweep_dir)
         if failed:
             log.error("%d job(s) of the sweep in %s did not complete: %s", len(failed), sweep_dir, "; ".join(failed))
+
+
+class EndWithSweep(Callback):
+    """Hydra callback: a job that a launcher runs in a worker process of the sweep (joblib's loky workers,
+    started with ``multiprocessing``) ends with the sweep's process. When that process dies (SIGTERM, SIGKILL),
+    the worker is sent SIGTERM: the job saves its checkpoint and records ``interrupted`` as a pre-empted run
+    does, and the worker then exits (:func:`exit_if_orphaned`) instead of training on, orphaned, holding the run
+    directory's lock. Jobs run in the sweep's own process (the basic launcher) or on other machines (SLURM) have
+    no such parent and are left alone."""
+
+    POLL_SECONDS = 1.0
+    _watching = False
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = multiprocessing.parent_process()
+        if parent is not None and not EndWithSweep._watching:
+            EndWithSweep._watching = True
+            threading.Thread(target=self._watch, args=(parent.pid,), daemon=True, name="end-with-sweep").start()
+
+    def _watch(self, sweep_pid: int) -> None:
+        while os.getppid() == sweep_pid:
+            time.sleep(self.POLL_SECONDS)
+        log.warning("the sweep's process %d has ended; stopping this job (pid %d) as a pre-empted one", sweep_pid,
+                    os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def exit_if_orphaned() -> None:
+    """End this process, once its job has saved and recorded its status, if it is a worker of a sweep whose
+    process has died (:class:`EndWithSweep`); a live sweep hands it the next job."""
+    parent = multiprocessing.parent_process()
+    if EndWithSweep._watching and parent is not None and os.getppid() != parent.pid:
+        logging.shutdown()
+        os._exit(128 + signal.SIGTERM)
 
 
 class OutputDirCheck(Callback):

@@ -16,7 +16,7 @@ from scalelong.errors import ConfigError
 from scalelong.lit import CONFIG_KEY, read_checkpoint
 from scalelong.result_keys import changes_result, is_under
 from scalelong.runs.checkpoints import newest_valid_checkpoint
-from scalelong.runs.status import STATUS_FILE, read_status
+from scalelong.runs.status import ARCHIVE_DIR, STATUS_FILE, read_status
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,35 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], wi
     """``key: stored -> current`` for every result-changing field (``scalelong.result_keys``, the
     table that names runs too) on which the two configs differ; with ``within``, only the fields
     under those keys."""
-    a, b = flatten(stored), flatten(current)
+    a, b = with_decay_horizon(flatten(stored)), with_decay_horizon(flatten(current))
 
     def selected(key: str) -> bool:
         return changes_result(key) and (not within or is_under(key, within))
 
     names = sorted(k for k in set(a) | set(b) if selected(k) and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in names]
+
+
+def with_decay_horizon(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with ``optim.decay_steps``: a config stored before the key existed decayed its cosine
+    to its ``trainer.max_steps`` (``scalelong.config.decay_horizon``), so that is its horizon."""
+    if "optim.decay" in flat and "optim.decay_steps" not in flat:
+        flat = {**flat, "optim.decay_steps": flat.get("trainer.max_steps") if flat["optim.decay"] == "cosine" else None}
+    return flat
+
+
+def refusal(run_dir: Path, verb: str, diffs: list[str]) -> ConfigError:
+    """The one-line refusal to continue a run whose stored settings differ from this command's in ``diffs``."""
+    keep = ""
+    horizon = next((d for d in diffs if d.startswith("optim.decay_steps: ")), None)
+    if horizon is not None:  # "optim.decay_steps: 10 -> 20": a longer run under cosine
+        stored = horizon.split(": ", 1)[1].split(" -> ")[0]
+        keep = (f" (to train it longer on the cosine it ran, whose lr stays at its floor after step {stored}: "
+                f"optim.decay_steps={stored} run_name={run_dir.name})")
+    return ConfigError(
+        f"run {run_dir.name} {verb} with other settings ({'; '.join(diffs)}), so it cannot continue with this "
+        f"command; use the stored values{keep}, name a new run with run_name=NAME, or start this one over with "
+        "ckpt_path=null")
 
 
 def archive_run(run_dir: Path) -> Path | None:
@@ -52,7 +74,7 @@ def archive_run(run_dir: Path) -> Path | None:
     present = [run_dir / n for n in names if (run_dir / n).exists()]
     if not present:
         return None
-    dest = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    dest = run_dir / ARCHIVE_DIR / time.strftime("%Y%m%d-%H%M%S")
     dest.mkdir(parents=True, exist_ok=True)
     for path in present:
         shutil.move(str(path), dest / path.name)
@@ -81,10 +103,7 @@ def resume_checkpoint(ckpt_path: str | None, run_dir: Path, config: dict[str, An
         path, stored = found
         diffs = config_differences(stored[CONFIG_KEY], config)
         if diffs:
-            raise ConfigError(
-                f"run {run_dir.name} was trained with other settings ({'; '.join(diffs)}), so it cannot continue "
-                "with this command; use the stored values, name a new run with run_name=NAME, or start this one "
-                "over with ckpt_path=null")
+            raise refusal(run_dir, "was trained", diffs)
         return str(path), stored
     path = Path(ckpt_path)
     stored = read_checkpoint(path)  # one clear error for a missing, corrupt or foreign file
@@ -105,7 +124,5 @@ def completed_step(run_dir: Path, config: dict[str, Any]) -> int | None:
         return None
     diffs = config_differences(status["config"], config)
     if diffs:
-        raise ConfigError(
-            f"run {run_dir.name} completed with other settings ({'; '.join(diffs)}); use the stored values, name a "
-            "new run with run_name=NAME, or start this one over with ckpt_path=null")
+        raise refusal(run_dir, "completed", diffs)
     return int(status["step"])
