@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +76,16 @@ class StartFromBase(SkipScale):
 # --------------------------------------------------------------------------------------------
 
 
-class Method:
+class Method(ABC):
     """Which tensors of the (γ-extended) model train; everything else stays the base's, bit for bit."""
 
     name: ClassVar[str]
     adds_gammas: ClassVar[bool] = False  # DiffFit's γ after every attention's QKV and projection, on every branch
     needs_skip_parameters: ClassVar[bool] = False  # refuse a skip scaler without parameters (none, cs, ...)
 
+    @abstractmethod
     def trains(self, name: str, norms: set[str]) -> bool:
         """Whether parameter ``name`` trains; ``norms`` are the names of the norm layers' parameters."""
-        raise NotImplementedError
 
 
 class Full(Method):
