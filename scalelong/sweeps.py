@@ -13,6 +13,7 @@ the reproduction reports use too). Jobs that failed, were interrupted or never r
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def aggregate(runs: list[Path], metrics: list[str] | None = None) -> list[dict]:
 
 def read_summary(run: Path) -> dict[str, float]:
     """The run's final metrics; ``ScaleLongError`` naming the file, or the key, when the file is unreadable
-    (truncated) or a metric is not a number (NaN is one: not measured)."""
+    (truncated) or a metric is not a number (NaN is one: not measured; an infinite value is a divergence, which
+    the tables count)."""
     path = run / "summary.json"
     try:
         summary = json.loads(path.read_text())
@@ -139,7 +141,7 @@ def read_summary(run: Path) -> dict[str, float]:
         raise ScaleLongError(f"{path} cannot be read ({unreadable_reason(err)}); rerun the run to rewrite it, or "
                              "move the run out of the directories aggregated") from err
     for key, value in summary.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise ScaleLongError(f"{path}: {key}={value!r} is not a number; rerun the run to rewrite it, or move "
                                  "the run out of the directories aggregated")
     return summary

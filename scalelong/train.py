@@ -10,7 +10,8 @@ A run directory holds ``.hydra/`` (the composed config), ``train.log``, ``csv/me
 ``status.json``. Running the same command again resumes from the newest valid checkpoint
 (``ckpt_path=auto``), or does nothing if the run has finished. A command that is refused (the run
 directory in use, a stored run of other settings) writes nothing into the run it refused. In a sweep, a
-job that fails with a user error is recorded in its ``status.json`` and the other jobs still run; SIGTERM
+job that fails with a user error is recorded in its ``status.json``, one that is refused in the sweep
+directory's ``.refused/``; the other jobs still run, and the sweep exits 1 naming both kinds. SIGTERM
 saves the running job and ends the sweep (exit code 143), and the same command fills in the rest.
 """
 
@@ -49,7 +50,7 @@ from scalelong.runs.hydra_callbacks import SweepReport, exit_if_orphaned
 from scalelong.runs.lock import RunLock
 from scalelong.runs.record import run_log, save_hydra_record
 from scalelong.runs.resume import completed_step, resume_checkpoint
-from scalelong.runs.status import holds_an_attempt, write_status
+from scalelong.runs.status import holds_an_attempt, read_status, write_status
 
 log = logging.getLogger("scalelong.train")
 
@@ -201,6 +202,7 @@ def check_geometry(module: DiffusionModule, datamodule: L.LightningDataModule) -
 def _hydra_main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    status_before = read_status(run_dir)
     try:
         return train(cfg, run_dir).get("val/loss")
     except ScaleLongError as err:
@@ -208,7 +210,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         if isinstance(err, RunInterrupted):  # pre-emption ends a sweep too; its rerun resumes this job
             print(f"scalelong-train: {err}", file=sys.stderr)
             sys.exit(128 + signal.SIGTERM)
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # recorded in status.json; the sweep goes on
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep goes on; its report names this job
+            if read_status(run_dir) == status_before:  # refused: the run does not record this attempt
+                SweepReport.record_refusal(hydra_cfg.sweep.dir, run_dir, err)
             return None
         sys.exit(f"scalelong-train: {err}")
     finally:

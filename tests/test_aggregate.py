@@ -63,6 +63,8 @@ def test_failed_and_missing_jobs_are_listed_under_the_table(tmp_path, capsys):
     ('{"val/loss": 0.', "summary.json cannot be read (JSONDecodeError: "),
     ('{"val/loss": null, "step": 10}', "summary.json: val/loss=None is not a number; "),
     ('{"val/loss": "abc", "step": 10}', "summary.json: val/loss='abc' is not a number; "),
+    # json reads NaN: not measured (an infinite value is a divergence, counted as "diverged 1")
+    ('{"val/loss": NaN, "step": 10}', "summary.json: val/loss=nan is not a number; "),
 ])
 def test_an_unreadable_summary_or_a_metric_that_is_not_a_number_is_one_line_naming_it(tmp_path, capsys, summary,
                                                                                         message):

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import FAST, RESUME, assert_each_row_once, read_rows
+from scalelong.runs.lock import RunLock
 
 
 def scalelong(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -315,8 +316,6 @@ def test_a_refused_rerun_writes_nothing_and_the_correct_rerun_finds_the_run_fini
 
 
 def test_a_second_command_on_a_run_in_use_is_refused_without_relabelling_it(tmp_path, cli):
-    from scalelong.runs.lock import RunLock
-
     args = [*FAST, "trainer.max_steps=2", "run_name=lk2"]
     assert cli("train", args).returncode == 0
     run = tmp_path / "outputs" / "runs" / "lk2"
@@ -326,6 +325,24 @@ def test_a_second_command_on_a_run_in_use_is_refused_without_relabelling_it(tmp_
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith(f"scalelong-train: run directory {run} is in use by ")
     assert run_record(run) == record
+
+
+def test_a_sweep_job_refused_by_the_lock_counts_as_not_completed_and_its_run_is_left_as_it_was(tmp_path, cli):
+    """A refused job writes nothing into its run (its status may say completed), so the sweep itself must name
+    it: the command exits 1 naming the job and why, and the next sweep into the same directory forgets it."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, "trainer.max_steps=1", "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    assert cli("train", args).returncode == 0
+    held = sweep / "debug-tiny__seed-0"
+    record = run_record(held)
+    with RunLock(held):  # as a second scalelong-train running this job would hold it
+        refused = cli("train", args)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("scalelong-train: 1 job(s) of the sweep did not complete: debug-tiny__seed-0 (refused: "
+                           f"run directory {held} is in use by "), last
+    assert run_record(held) == record
+    assert cli("train", args).returncode == 0  # the lock released: both jobs are found finished
 
 
 @pytest.mark.slow

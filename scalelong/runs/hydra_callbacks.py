@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.atomic import write_atomic
 from scalelong.errors import OutputError
 from scalelong.runs.status import STATUS_FILE, read_status
 
@@ -26,18 +28,33 @@ log = logging.getLogger(__name__)
 
 
 class SweepReport(Callback):
-    """Hydra callback: after a sweep, name the jobs that failed (their ``status.json``) and make
-    ``scalelong-train -m`` exit non-zero when any did; the others have run to the end."""
+    """Hydra callback: after a sweep, name the jobs that did not complete (their ``status.json``, or the record of
+    a job this sweep's command refused) and make ``scalelong-train -m`` exit non-zero when any did; the others
+    have run to the end.
 
+    A refused job (its run directory in use, a stored run of other settings) writes nothing into its run, whose
+    ``status.json`` may well say ``completed``; :meth:`record_refusal` keeps why under ``<sweep dir>/.refused/``,
+    which each sweep's command empties when it starts."""
+
+    REFUSALS = ".refused"
     failed: list[str] = []
     sweep_dir: str = ""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        shutil.rmtree(Path(config.hydra.sweep.dir) / self.REFUSALS, ignore_errors=True)
+
+    @classmethod
+    def record_refusal(cls, sweep_dir: Path, run_dir: Path, err: BaseException) -> None:
+        """Record that this sweep's command refused the job of ``run_dir`` (in a worker process too)."""
+        write_atomic(Path(sweep_dir) / cls.REFUSALS / Path(run_dir).name, str(err))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = []
+        refused = {p.name: p.read_text() for p in (sweep_dir / self.REFUSALS).glob("*") if p.is_file()}
+        failed = [f"{name} (refused: {why})" for name, why in sorted(refused.items())]
         for status_file in sorted(sweep_dir.glob(f"*/{STATUS_FILE}")):
             status = read_status(status_file.parent) or {}
-            if status.get("status") != "completed":
+            if status.get("status") != "completed" and status_file.parent.name not in refused:
                 failed.append(f"{status_file.parent.name} ({status.get('status')}: {status.get('error', '')})")
         SweepReport.failed, SweepReport.sweep_dir = failed, str(sweep_dir)
         if failed:
