@@ -16,7 +16,7 @@ import pytest
 from scalelong.config import compose
 from scalelong.kappa_range import num_skips_of
 from scalelong.reproduction import load_study
-from scalelong.reproduction.claims import Check, sections, verdict
+from scalelong.reproduction.claims import Check, bracket, sections, trains_up_to, verdict
 from scalelong.reproduction.results import Sweep, read_results_csv
 from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
@@ -27,7 +27,7 @@ SECTIONS = ["## Verdicts", "## Setup", "## Claim 1", "## Claim 2", "## Claim 3",
 CONV = ROOT / "docs" / "results" / "cpu_reproduction"
 SWEEP_SIZES = {  # the run counts stated in conf/experiment/<recipe>_<sweep>.yaml
     "conv_unet": {"main": 60, "kappa": 6, "lr": 18},
-    "uvit": {"frontier": 72, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
+    "uvit": {"frontier": 90, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
 }
 
 
@@ -62,6 +62,17 @@ def test_the_uvit_frontier_grid_doubles_the_lr_from_the_recipe_s() -> None:
                                  .hydra.sweeper.params["optim.lr"]).split(",")]
     assert len(lrs) >= 4 and lrs[0] == load_study("uvit").lr
     assert all(b == pytest.approx(2 * a) for a, b in zip(lrs, lrs[1:]))
+
+
+def test_the_frontier_table_says_whether_the_grid_spans_from_every_method_training_to_every_method_failing() -> None:
+    lrs = [2e-3, 4e-3, 8e-3]
+    good, collapsed = Stat(8.5, 0.1, 3), Stat(15.9, 0.0, 3)
+    fids = {"none": [good, collapsed, collapsed], "ls": [good, good, Stat(8.3, 0.2, 3)]}
+    assert [trains_up_to(lrs, f) for f in fids.values()] == [4e-3 / 2, 8e-3]
+    assert bracket(lrs, fids) == ("Every method trains at lr 0.002; no lr where every method fails (the grid stops "
+                                  "before the last method fails).")
+    fids["ls"][2] = Stat(math.nan, math.nan, 0, diverged=3)
+    assert bracket(lrs, fids).endswith("every method fails at lr 0.008.")
 
 
 def test_the_shallow_and_deep_unets_have_6_and_12_lscs() -> None:

@@ -284,6 +284,7 @@ def frontier(sweep: Sweep) -> Section:
         header = ["method", *(f"lr {lr:g}" for lr in lrs)]
         parts += [f"### {cell_label(cell)}", "", "Final FID (a diverged seed is counted, not averaged):", "",
                   markdown_table([*header, "frontier"], [[m, *fids[m], f"{largest[m]:g}"] for m in methods]), "",
+                  bracket(lrs, fids), "",
                   "Loss spikes per run (`loss/spikes`: steps whose loss exceeded 2× the median of the previous 100):",
                   "", markdown_table(header, [[m, *spikes[m]] for m in methods]), ""]
         if "none" in methods:
@@ -302,12 +303,27 @@ def frontier(sweep: Sweep) -> Section:
                            "no lr at which to compare")
 
 
-def trains_up_to(lrs: Sequence[float], fids: Sequence[Stat]) -> float:
-    """The largest lr of the grid at which no seed diverged and the mean FID is within FRONTIER_TOLERANCE of the
-    best lr's (NaN if none)."""
+def trains(fids: Sequence[Stat]) -> list[bool]:
+    """Per lr of the grid: no seed diverged and the mean FID is within FRONTIER_TOLERANCE of the best lr's."""
     best = min((s.mean for s in fids if s.n), default=math.nan)
-    return max((lr for lr, s in zip(lrs, fids) if s.n and not s.diverged
-                and s.mean <= (1 + FRONTIER_TOLERANCE) * best), default=math.nan)
+    return [bool(s.n) and not s.diverged and s.mean <= (1 + FRONTIER_TOLERANCE) * best for s in fids]
+
+
+def trains_up_to(lrs: Sequence[float], fids: Sequence[Stat]) -> float:
+    """The largest lr of the grid at which the method trains (NaN if none)."""
+    return max((lr for lr, ok in zip(lrs, trains(fids)) if ok), default=math.nan)
+
+
+def bracket(lrs: Sequence[float], fids: dict[str, Sequence[Stat]]) -> str:
+    """Whether the grid spans the frontier as the claim needs: an lr where every method trains and one where every
+    method fails."""
+    ok = {m: trains(f) for m, f in fids.items()}
+    every = [lr for i, lr in enumerate(lrs) if all(ok[m][i] for m in ok)]
+    none_of = [lr for i, lr in enumerate(lrs) if not any(ok[m][i] for m in ok)]
+    every_text, none_text = (", ".join(f"{lr:g}" for lr in chosen) for chosen in (every, none_of))
+    return ((f"Every method trains at lr {every_text}" if every else "No lr of the grid where every method trains")
+            + "; " + (f"every method fails at lr {none_text}." if none_of else
+                      "no lr where every method fails (the grid stops before the last method fails)."))
 
 
 CLAIMS = (oscillation, convergence, batch_depth, direction, learned_kappa, amplified, frontier)
