@@ -6,9 +6,10 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra import compose as hydra_compose
@@ -113,6 +114,17 @@ def decay_horizon(decay: str, max_steps: int) -> int | None:
     """``optim.decay_steps`` unless set: the cosine decays to its floor at ``trainer.max_steps``; a constant lr
     has no horizon (so a longer run continues it)."""
     return max_steps if decay == "cosine" else None
+
+
+def with_stored_defaults(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config stored before a key existed, completed with the value that run used: ``optim.decay_steps``
+    (the cosine's horizon, a key since the cosine runs could be extended) is :func:`decay_horizon` of the stored
+    decay and ``trainer.max_steps``. Every reader of a stored config (checkpoints, run status) goes through this."""
+    optim = stored.get("optim")
+    if not isinstance(optim, Mapping) or "decay" not in optim or "decay_steps" in optim:
+        return dict(stored)
+    horizon = decay_horizon(optim["decay"], (stored.get("trainer") or {}).get("max_steps"))
+    return {**stored, "optim": {**optim, "decay_steps": horizon}}
 
 
 OmegaConf.register_new_resolver("decay_horizon", decay_horizon, replace=True)

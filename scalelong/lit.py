@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.config import with_stored_defaults
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
 from scalelong.finetune import FineTuned, check_finetune_config, fine_tune
@@ -256,6 +257,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a scalelong checkpoint (no stored run config); "
                               "use a .ckpt written by scalelong-train")
     check_stored_targets(ckpt[CONFIG_KEY], path)
+    ckpt[CONFIG_KEY] = with_stored_defaults(ckpt[CONFIG_KEY])
     return ckpt
 
 

@@ -151,6 +151,22 @@ def test_bad_checkpoint_and_options_give_one_line(tmp_path, cli) -> None:
             run(compose([f"ckpt={corrupt}", option], config_name="eval"))
 
 
+def test_eval_scores_the_model_as_a_denoiser_against_the_wiener_filter(tiny_run, tmp_path) -> None:
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    common = [f"ckpt={ckpt}", "n_samples=16", "sampler=ddim", "steps=2", "kid_subset_size=8", "device=cpu",
+              f"cache_dir={tmp_path / 'stats'}", f"out={tmp_path / 'result.json'}", *SMALL_DOMAIN_CLI]
+    with pytest.raises(ConfigError, match=r"denoise=\[10, 1000\]: \[1000\] are not timesteps 0..999"):
+        run(compose([*common, "denoise=[10,1000]"], config_name="eval"))
+    assert not (tmp_path / "stats").exists()  # refused before anything was computed or written
+    profile = run(compose([*common, "denoise=[10,250]"], config_name="eval"))["denoising"]
+    assert list(profile) == [10, 250]
+    wiener = [profile[t]["wiener"] for t in (10, 250)]
+    assert 0 < wiener[0] < wiener[1] < 1  # more noise, a worse best linear estimate, still below the data's variance
+    assert all(profile[t]["model"] > profile[t]["wiener"] for t in (10, 250))  # 2 training steps: not a denoiser yet
+    stored = json.loads((tmp_path / "result.json").read_text())["denoising"]
+    assert stored["250"] == pytest.approx(profile[250])
+
+
 @pytest.mark.slow
 def test_eval_with_inception_features(tiny_run, tmp_path) -> None:
     run_dir = tiny_run

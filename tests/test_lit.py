@@ -88,3 +88,19 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path):
         load_checkpoint(path)
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
     assert "do not fit the model of its stored config" in str(info.value)
+
+
+@pytest.mark.parametrize(("decay", "horizon"), [("cosine", 7), ("constant", None)])
+def test_a_checkpoint_stored_before_optim_decay_steps_existed_loads_with_the_horizon_it_ran_with(
+        tmp_path, decay, horizon):
+    from conftest import TINY, run_config
+    from scalelong.lit import build_module
+
+    cfg, _ = run_config(tmp_path, [*TINY["uvit"], f"optim.decay={decay}", "trainer.max_steps=7"])
+    module = build_module(cfg)
+    config = dict(module.config)
+    config["optim"] = {k: v for k, v in config["optim"].items() if k != "decay_steps"}  # as written before the key
+    path = tmp_path / "old.ckpt"
+    torch.save({"global_step": 7, "state_dict": module.state_dict(), CONFIG_KEY: config}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.decay_steps == horizon and loaded.config["optim"]["decay_steps"] == horizon

@@ -23,6 +23,10 @@ checkpoint (``last.ckpt`` evaluated at step 4 and again at step 40 keeps both; t
 :func:`scalelong.sampling.save_samples`). Every file is written whole or not at all, the JSON last: a full
 disk ends the command with one line and leaves no result that reports success.
 
+``denoise=[10,50,100,250,500]`` also scores the model as a denoiser: at each timestep, the per-pixel MSE of its
+x̂_0 on ``n_samples`` held-out images against the Wiener filter's (:mod:`scalelong.eval.denoise`), which shows at
+which noise levels an undertrained model is still worse than the best linear estimate.
+
 The extractor, the reference statistics and KID live in :mod:`scalelong.eval.reference`, shared with
 the training-time FID callback :class:`scalelong.callbacks.fid.FIDTracker`; this module is the command.
 """
@@ -43,9 +47,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR
-from scalelong.errors import exit_on_user_error
-from scalelong.eval.reference import FIDReference, check_reference, check_sampling, kid, references, sampling_label
-from scalelong.lit import load_checkpoint
+from scalelong.errors import ConfigError, exit_on_user_error
+from scalelong.eval.denoise import denoising_profile
+from scalelong.eval.reference import (
+    FIDReference,
+    check_reference,
+    check_sampling,
+    kid,
+    load_split,
+    references,
+    sampling_label,
+)
+from scalelong.lit import DiffusionModule, load_checkpoint
 from scalelong.sampling import draw, save_samples
 
 log = logging.getLogger("scalelong.eval")
@@ -72,6 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = Path(cfg.ckpt)
     module = load_checkpoint(ckpt, map_location=device).to(device)
+    timesteps = check_timesteps(list(cfg.denoise or []), module.diffusion.num_timesteps)
     datamodule = instantiate(data_config(module.config["data"], cfg.data))
     domain = OmegaConf.to_container(cfg.domain) if cfg.domain else None
     ref = FIDReference.build(datamodule, cfg.extractor, cfg.ref_split, cfg.cache_dir, cfg.ref_count, device,
@@ -108,6 +122,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.references:
         result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
+    if timesteps:
+        result["denoising"] = denoising(module, datamodule, timesteps, cfg.n_samples, cfg.seed)
     fix = "Free space, or write the result to a disk with room (out=<JSON path>, save_samples=false), then rerun"
     if cfg.save_samples:
         label = sampling_label(cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
@@ -119,10 +135,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.references:
         print(f"references with the same features and count: real held-out images "
               f"{result['references']['real_test']:.2f}, N(0, 1) noise {result['references']['noise']:.2f}")
+    for t, mse in result.get("denoising", {}).items():
+        print(f"x0 MSE at t={t}: model {mse['model']:.4f}, Wiener filter {mse['wiener']:.4f}")
     print(f"({result['weights']} weights of {ckpt}; features {result['extractor']}; reference {ref.dataset} "
           f"{ref.split}, {ref.stats.count} images)")
     print(f"wrote {path}")
     return {**result, "path": str(path)}
+
+
+def check_timesteps(timesteps: list[int], num_timesteps: int) -> list[int]:
+    """``denoise=[...]``: timesteps of the checkpoint's schedule (checked before any sampling)."""
+    bad = [t for t in timesteps if not (isinstance(t, int) and 0 <= t < num_timesteps)]
+    if bad:
+        raise ConfigError(f"denoise={timesteps}: {bad} are not timesteps 0..{num_timesteps - 1} of the checkpoint's "
+                          "schedule; pass integers in that range, e.g. denoise=[10,50,100,250,500]")
+    return timesteps
+
+
+def denoising(module: DiffusionModule, datamodule: Any, timesteps: list[int], n: int, seed: int) -> dict[int, dict]:
+    """The model's x̂_0 MSE against the Wiener filter's at each of ``timesteps`` on ``n`` held-out images."""
+    train, _ = load_split(datamodule, "train")
+    held_out, _ = load_split(datamodule, "test")
+    return denoising_profile(module.model, module.diffusion, train.to(module.device), held_out[:n].to(module.device),
+                             timesteps, seed)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

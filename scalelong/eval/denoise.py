@@ -23,6 +23,7 @@ At high t the filter is hard to beat in a short run: x̂_0 multiplies the square
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -92,3 +93,19 @@ def denoising_mse(
     alpha_bar = float(diffusion.alphas_cumprod[t])
     x0_hat = (x_t - (1 - alpha_bar) ** 0.5 * model(x_t, ts, y)) / alpha_bar**0.5
     return float((x0_hat - x0).pow(2).mean()), x_t
+
+
+@torch.no_grad()
+def denoising_profile(
+    model: EpsModel, diffusion: Diffusion, train: Tensor, held_out: Tensor, timesteps: Sequence[int], seed: int = 0,
+) -> dict[int, dict[str, float]]:
+    """Per timestep, the per-pixel x̂_0 MSE of the model and of the Wiener filter fitted to ``train``, on the same
+    noisy ``held_out`` images (unconditional model call): where the model is below the filter it uses more than the
+    data's second-order statistics; where it is above, it is underfit at that noise level."""
+    wiener = WienerDenoiser(train)
+    profile = {}
+    for t in timesteps:
+        mse, x_t = denoising_mse(model, diffusion, held_out, t, torch.Generator().manual_seed(seed))
+        linear = float((wiener(x_t, float(diffusion.alphas_cumprod[t])) - held_out).pow(2).mean())
+        profile[int(t)] = {"model": mse, "wiener": linear}
+    return profile

@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
+from scalelong.config import with_stored_defaults
 from scalelong.errors import ConfigError
 from scalelong.lit import CONFIG_KEY, read_checkpoint
 from scalelong.result_keys import changes_result, is_under
@@ -36,21 +37,13 @@ def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], wi
     """``key: stored -> current`` for every result-changing field (``scalelong.result_keys``, the
     table that names runs too) on which the two configs differ; with ``within``, only the fields
     under those keys."""
-    a, b = with_decay_horizon(flatten(stored)), with_decay_horizon(flatten(current))
+    a, b = flatten(with_stored_defaults(stored)), flatten(current)
 
     def selected(key: str) -> bool:
         return changes_result(key) and (not within or is_under(key, within))
 
     names = sorted(k for k in set(a) | set(b) if selected(k) and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in names]
-
-
-def with_decay_horizon(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flattened config with ``optim.decay_steps``: a config stored before the key existed decayed its cosine
-    to its ``trainer.max_steps`` (``scalelong.config.decay_horizon``), so that is its horizon."""
-    if "optim.decay" in flat and "optim.decay_steps" not in flat:
-        flat = {**flat, "optim.decay_steps": flat.get("trainer.max_steps") if flat["optim.decay"] == "cosine" else None}
-    return flat
 
 
 def refusal(run_dir: Path, verb: str, diffs: list[str]) -> ConfigError:
