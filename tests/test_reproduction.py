@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from scalelong.config import compose
 from scalelong.kappa_range import num_skips_of
@@ -134,6 +135,9 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     assert "| frontier | 1 |" in text  # the budget table reports the sweep's measured minutes
     for figure in ("oscillation", "fid_curves", "speedup", "fid_gain", "ls_kappa"):
         assert (report.parent / "cpu_reproduction_uvit" / f"{figure}.png").stat().st_size > 5000, figure
+    assert "N=6 LSCs, batch 16: real training images, none, ls, left to right" in text
+    tiles = Image.open(report.parent / "cpu_reproduction_uvit" / "samples_N6_b16.png")
+    assert tiles.size == (4 * (3 * 42 + 2 * 4), 4 * 42)  # three grids of 16 8×8 images (2-pixel borders), 4×
 
 
 @pytest.mark.parametrize(("scaler", "cancels"), [(["uniform"], True), (["cs", "cs_kappa=1.2"], True),

@@ -15,8 +15,12 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
+from scalelong.errors import ScaleLongError
 from scalelong.paper_scale import paper_scale_markdown
 from scalelong.reproduction.claims import METHODS, Section, sections, speedup_figure
 from scalelong.reproduction.results import (
@@ -28,6 +32,8 @@ from scalelong.reproduction.results import (
     write_runs_csv,
 )
 from scalelong.reproduction.study import REPO_ROOT, Study, load_study, studies
+from scalelong.runs.status import run_config
+from scalelong.sampling import grid
 from scalelong.stats import markdown_table
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
@@ -37,9 +43,27 @@ BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by script
 VERDICTS_FILE = "verdicts.json"
 
 
+def real_tile(run: RunResult, data_dir: Path = REPO_ROOT / "data") -> Image.Image | None:
+    """As many training images of a run's dataset as its sample grids hold, read under ``data_dir`` (never the root
+    the run stored), laid out like those grids; None, with a log line, when the data is not there."""
+    config = run_config(run.path)
+    if config is None:
+        return None
+    count = OmegaConf.select(config, "callbacks.samples.num_samples", default=64)
+    OmegaConf.update(config, "data.root", str(data_dir))
+    try:
+        datamodule = instantiate(config.data)
+        datamodule.setup("fit")
+    except ScaleLongError as err:
+        log.info("no real-image tile in the sample grids: %s", err)
+        return None
+    images = torch.stack([datamodule.train_set[i][0] for i in range(min(count, len(datamodule.train_set)))])
+    return Image.fromarray(grid(images)[0].mul(255).round().byte().numpy(), "L")
+
+
 def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str]]:
-    """Per depth, the last sample grid of seed 0 of each method at the smallest batch, side by side and upscaled
-    (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
+    """Per depth, the last sample grid of seed 0 of each method at the smallest batch, side by side after a grid
+    of real training images and upscaled (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
     written = []
     for n in sorted({n for n, _ in sweep.cells}):
         b = min(b for m, b in sweep.cells if m == n)
@@ -48,6 +72,9 @@ def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str
             run = next((r for r in sorted(sweep.runs(m, n, b), key=lambda r: r.seed) if r.status == "completed"), None)
             grids = sorted((run.path / "samples").glob("*.png")) if run else []
             if grids:
+                if not tiles and (real := real_tile(run)) is not None:
+                    tiles.append(real)
+                    names.append("real training images")
                 tiles.append(Image.open(grids[-1]).convert("L"))
                 names.append(m)
         if not tiles:
