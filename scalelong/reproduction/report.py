@@ -62,11 +62,10 @@ def real_tile(run: RunResult, data_dir: Path = REPO_ROOT / "data") -> Image.Imag
 
 
 def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str]]:
-    """Per depth, the last sample grid of seed 0 of each method at the smallest batch, side by side after a grid
-    of real training images and upscaled (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
+    """Per cell (depth, batch), the last sample grid of seed 0 of each method, side by side after a grid of real
+    training images and upscaled (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
     written = []
-    for n in sorted({n for n, _ in sweep.cells}):
-        b = min(b for m, b in sweep.cells if m == n)
+    for n, b in sorted(sweep.cells):
         tiles, names = [], []
         for m in METHODS:
             run = next((r for r in sorted(sweep.runs(m, n, b), key=lambda r: r.seed) if r.status == "completed"), None)
