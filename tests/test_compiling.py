@@ -14,6 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import read_rows, train_in
+from scalelong.bench.framework import framework_rows
+from scalelong.bench.measure import Precision
+from scalelong.bench.training import Timings, compile_rows
 from scalelong.compiling import AUTO_MIN_STEPS, CompiledBackbone, compiles, trainer_options
 from scalelong.config import check_train_config, compose, run_name
 from scalelong.diffusion import Diffusion
@@ -122,3 +125,15 @@ def test_scalelong_sample_draws_from_a_compiled_runs_checkpoint(runs, cli) -> No
                           f"out={ckpt.parent.parent / 'grid'}"])
     assert done.returncode == 0, done.stderr
     assert (ckpt.parent.parent / "grid.npz").is_file()
+
+
+@pytest.mark.slow
+def test_the_bench_times_a_compiled_training_step_and_scalelong_train_against_eager(runs) -> None:
+    """The compiled rows of scalelong-bench on the runs' network (its compiled graph is cached by then)."""
+    timings, cpu = Timings(), Precision.for_device("cpu")
+    rows = compile_rows([("uvit_tiny model.depth=2 model.num_classes=10 scaler=cs", 16)], 1, cpu, timings)
+    rows += framework_rows(["debug=tiny", "model.depth=2", "model.num_classes=10"], 3, 1, 1, cpu, compiled=True)
+    assert [r.section for r in rows] == ["compile"] * 3
+    assert all(math.isfinite(r.ratio) and r.ratio > 0 for r in rows)
+    assert rows[0].target == (">=", 1.05) and "compile and first step" in rows[0].note
+    assert list(timings.steps) == [("uvit_tiny model.depth=2 model.num_classes=10 scaler=cs", 16, True)]

@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from torch import Tensor, nn
 
@@ -90,23 +93,36 @@ class _Geometry(nn.Module):
 
 
 def _import_class(path: Path, name: str) -> type:
-    """Class ``name`` of the Python file ``path``, imported as ``<package>.<module>`` when its directory is a
-    package (so that its relative imports resolve), else as a top-level module."""
+    """Class ``name`` of the Python file ``path``. When its directory is a package (U-ViT's ``libs/``), the file is
+    imported as a module of that package, so that its relative imports resolve; the package gets a name of its own
+    per directory, so two model files never share a cached import."""
     path = path.expanduser().resolve()
     if not path.is_file():
         raise ReferenceMissing(f"{path} does not exist; pass the model file, e.g. U-ViT/libs/uvit.py")
-    package = path.parent
-    if (package / "__init__.py").is_file():
-        root, module = package.parent, f"{package.name}.{path.stem}"
-    else:
-        root, module = package, path.stem
-    sys.path.insert(0, str(root))
+    package_dir = path.parent
+    alias = f"_scalelong_reference_{hashlib.sha1(str(package_dir).encode()).hexdigest()[:10]}"
     try:
-        loaded = importlib.import_module(module)
+        if (package_dir / "__init__.py").is_file():
+            _exec(alias, package_dir / "__init__.py", [str(package_dir)])
+            loaded = importlib.import_module(f"{alias}.{path.stem}")
+        else:
+            loaded = _exec(f"{alias}_{path.stem}", path, None)
     except Exception as err:  # a missing dependency of the file (einops, timm), a syntax error
         raise ReferenceMissing(f"{path} cannot be imported ({type(err).__name__}: {err})") from None
-    finally:
-        sys.path.remove(str(root))
     if not hasattr(loaded, name):
         raise ReferenceMissing(f"{path} defines no class {name}")
     return getattr(loaded, name)
+
+
+def _exec(module: str, path: Path, search: list[str] | None) -> ModuleType:
+    if module in sys.modules:
+        return sys.modules[module]
+    spec = importlib.util.spec_from_file_location(module, path, submodule_search_locations=search)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+    except BaseException:
+        del sys.modules[module]
+        raise
+    return loaded
