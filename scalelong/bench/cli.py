@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from scalelong.bench.suite import BenchOptions, run_suite
+from scalelong.bench.suite import COMPILE_PARTS, BenchOptions, run_suite
 from scalelong.bench.table import SECTIONS, text_table, write_tables
 
 
@@ -26,6 +26,9 @@ def options(argv: list[str]) -> tuple[BenchOptions, argparse.Namespace]:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--sections", nargs="+", default=list(d.sections), choices=list(SECTIONS))
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled rows (each compiles minutes)")
+    p.add_argument("--compile-parts", nargs="+", default=list(d.compile_parts), choices=list(COMPILE_PARTS))
+    p.add_argument("--compile-cases", nargs="+", default=[f"{m}:{b}" for m, b in d.compile_cases],
+                   help="PRESET:BATCH of the compiled training-step rows")
     p.add_argument("--rounds", type=int, default=d.rounds, help="interleaved rounds per comparison")
     p.add_argument("--batches", type=int, nargs="+", default=list(d.batches), help="batches of the backbone rows")
     p.add_argument("--uvit-reference", default=None, help="U-ViT model file (libs/uvit.py of U-ViT or ScaleLong)")
@@ -44,7 +47,9 @@ def options(argv: list[str]) -> tuple[BenchOptions, argparse.Namespace]:
                         uvit_reference=a.uvit_reference, train_overrides=tuple(a.train),
                         framework_steps=a.framework_steps, framework_rounds=a.framework_rounds,
                         sample_overrides=tuple(a.sample), eval_overrides=tuple(a.eval),
-                        memory_experiments=tuple(a.memory), extra_notes=a.note), a
+                        memory_experiments=tuple(a.memory), compile_parts=tuple(a.compile_parts),
+                        compile_cases=tuple((c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])) for c in a.compile_cases),
+                        extra_notes=a.note), a
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def sampler_rows(overrides: Sequence[str], batch: int, steps: int, rounds: int, 
             "bare": lambda s=sampler: bare_sample(module.model, module.diffusion, s, shape, steps, y, 1.0,
                                                   torch.Generator(precision.device).manual_seed(0)),
         }
-        times = interleaved(arms, rounds, precision)
+        times = interleaved(arms, rounds, precision, repeat=2)
         rows.append(Row("sampling", f"{sampler}, {steps} steps, batch {batch}", images_per_s(batch, times["library"]),
                         f"bare loop: {images_per_s(batch, times['bare'])}", ratio(times["library"], times["bare"]),
                         LIBRARY_TARGET, model_name(cfg, overrides)))

@@ -4,7 +4,7 @@ Sections (``BenchOptions.sections``): ``backbone`` (each paper backbone against 
 scaler against none), ``framework`` (``scalelong-train`` against a bare loop), ``efficiency`` (FLOP/s over the
 matmul peak), ``sampling`` (samplers and the demo's evaluation against bare loops, Inception features against
 torchmetrics), ``memory`` (peak memory of the paper presets), ``compile`` (compiled against eager, where compiling
-applies: the training step, ``scalelong-train``, sampling).
+applies: the training step, ``scalelong-train``, sampling; ``BenchOptions.compile_parts``).
 """
 
 from __future__ import annotations
@@ -31,20 +31,24 @@ from scalelong.bench.training import (
 
 log = logging.getLogger(__name__)
 
+COMPILE_PARTS = ("step", "framework", "sampling")
+"""What the compile section compiles: the backbones' training step, ``scalelong-train``, sampling."""
+
 
 @dataclass
 class BenchOptions:
-    """What to measure and how long. The defaults are the full table of ``docs/benchmarks/``."""
+    """What to measure and how long. The defaults are the table of ``docs/benchmarks/`` (about 15 minutes on a CPU
+    of 2 cores): more rounds, batches, framework steps or compile parts measure more precisely, for longer."""
 
     device: str = "auto"
     sections: tuple[str, ...] = tuple(SECTIONS)
-    rounds: int = 5
-    batches: tuple[int, ...] = (8, 32)
+    rounds: int = 3
+    batches: tuple[int, ...] = (4, 8)
     uvit_reference: str | None = None
     scaler_preset: str = "uvit_small"
     scaler_batch: int = 64
     train_overrides: tuple[str, ...] = ()
-    framework_steps: int = 100
+    framework_steps: int = 50
     framework_skip: int = 5
     framework_rounds: int = 2
     sample_overrides: tuple[str, ...] = ("experiment=fmnist_demo",)
@@ -55,7 +59,8 @@ class BenchOptions:
     inception_batch: int = 16
     memory_experiments: tuple[str, ...] = PAPER_EXPERIMENTS
     memory_batch: int = 8
-    compile_cases: tuple[tuple[str, int], ...] = (("uvit_s2_cifar10", 8), ("unet_ddpm_cifar10", 8))
+    compile_cases: tuple[tuple[str, int], ...] = (("uvit_s2_cifar10", 8),)
+    compile_parts: tuple[str, ...] = ("step", "sampling")
     extra_notes: list[str] = field(default_factory=list)
 
     def precision(self) -> Precision:
@@ -88,11 +93,12 @@ def run_suite(options: BenchOptions, progress: Callable[[list[Row]], None] | Non
         ("sampling" in on and precision.device.type == "cpu", lambda: inception_rows(
             options.inception_batch, options.inception_batch, options.rounds, None)),
         ("memory" in on, lambda: memory_rows(options.memory_experiments, options.memory_batch, precision)),
-        (compiling, lambda: compile_rows(options.compile_cases, options.rounds, precision, timings)),
-        (compiling, lambda: framework_rows(
+        (compiling and "step" in options.compile_parts, lambda: compile_rows(
+            options.compile_cases, options.rounds, precision, timings)),
+        (compiling and "framework" in options.compile_parts, lambda: framework_rows(
             options.train_overrides, options.framework_steps, options.framework_skip, options.framework_rounds,
             precision, compiled=True)),
-        (compiling, lambda: compiled_sampling_rows(
+        (compiling and "sampling" in options.compile_parts, lambda: compiled_sampling_rows(
             options.sample_overrides, options.sample_batch, options.sample_steps, options.rounds, precision)),
         ("efficiency" in on, lambda: efficiency_rows(timings, precision)),
     ]
