@@ -18,10 +18,10 @@ from scalelong.config import build_model
 CPU = Precision.for_device("cpu")
 
 
-def test_arms_run_in_turn_every_round_and_a_ratio_is_the_median_of_per_round_ratios() -> None:
+def test_arms_run_in_turn_in_abba_order_and_a_ratio_is_the_median_of_per_round_ratios() -> None:
     calls: list[str] = []
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, precision=CPU)
-    assert calls == ["a", "b"] * 4 and [len(v) for v in times.values()] == [3, 3]
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"] and [len(v) for v in times.values()] == [3, 3]
     assert ratio([2.0, 3.0, 30.0], [1.0, 1.0, 1.0]) == 3.0
 
 

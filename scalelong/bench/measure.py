@@ -53,13 +53,14 @@ class Precision:
 def interleaved(arms: Mapping[str, Callable[[], object]], rounds: int, precision: Precision, repeat: int = 1,
                 warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each arm, one value per round (the mean of ``repeat`` calls); every round calls the arms
-    in turn, after ``warmup`` untimed calls of each."""
+    in turn, in the given order in even rounds and reversed in odd ones (so that no arm always follows the same
+    one), after ``warmup`` untimed calls of each."""
     for fn in arms.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in arms}
-    for _ in range(rounds):
-        for name, fn in arms.items():
+    for r in range(rounds):
+        for name, fn in (reversed(arms.items()) if r % 2 else arms.items()):  # ABBA: no arm always goes first
             precision.synchronize()
             start = time.perf_counter()
             for _ in range(repeat):
@@ -77,6 +78,12 @@ def ms(times: list[float], unit: str = "step") -> str:
 def ratio(numerator: list[float], denominator: list[float]) -> float:
     """The median over rounds of numerator/denominator, each round's pair taken together."""
     return statistics.median(a / b for a, b in zip(numerator, denominator))
+
+
+def spread(numerator: list[float], denominator: list[float]) -> str:
+    """``rounds 0.94–1.05``: the range of the per-round ratios, how far one round can be from the median."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return f"rounds {min(ratios):.2f}–{max(ratios):.2f}"
 
 
 Inputs = tuple[Tensor, Tensor, Tensor | None]

@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +72,8 @@ def uvit_reference(path: str | Path | None, scaler: str) -> Reference:
     ``ReferenceMissing`` when no path is given, the file cannot be imported, or it has no such scaler."""
     if not path:
         raise ReferenceMissing("reference not given (scalelong-bench --uvit-reference PATH/libs/uvit.py)")
-    cls = _import_class(Path(path), "UViT")
+    with contextlib.redirect_stdout(io.StringIO()):  # model files print at import
+        cls = _import_class(Path(path), "UViT")
     options = dict(UVIT_S2_CIFAR10)
     accepted = inspect.signature(cls).parameters
     if scaler != "none":

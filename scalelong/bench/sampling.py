@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from scalelong.bench.measure import Precision, interleaved, ratio
+from scalelong.bench.measure import Precision, interleaved, ratio, spread
 from scalelong.bench.table import Row
 from scalelong.compiling import INDUCTOR_OPTIONS
 from scalelong.config import compose
@@ -94,7 +94,7 @@ def sampler_rows(overrides: Sequence[str], batch: int, steps: int, rounds: int, 
         times = interleaved(arms, rounds, precision, repeat=2)
         rows.append(Row("sampling", f"{sampler}, {steps} steps, batch {batch}", images_per_s(batch, times["library"]),
                         f"bare loop: {images_per_s(batch, times['bare'])}", ratio(times["library"], times["bare"]),
-                        LIBRARY_TARGET, model_name(cfg, overrides)))
+                        LIBRARY_TARGET, f"{model_name(cfg, overrides)}; {spread(times['library'], times['bare'])}"))
     return rows
 
 
@@ -111,7 +111,8 @@ def compiled_sampling_rows(overrides: Sequence[str], batch: int, steps: int, rou
                         rounds, precision)
     return [Row("compile", f"sampling dpm_solver, {steps} steps, batch {batch}", images_per_s(batch, times["compiled"]),
                 f"eager: {images_per_s(batch, times['eager'])}", ratio(times["eager"], times["compiled"]),
-                note=f"{model_name(cfg, overrides)}; compile and first draw {first:.0f} s")]
+                note=f"{model_name(cfg, overrides)}; compile and first draw {first:.0f} s; "
+                     f"{spread(times['eager'], times['compiled'])}")]
 
 
 def evaluation_rows(overrides: Sequence[str], eval_overrides: Sequence[str], rounds: int,

@@ -42,7 +42,7 @@ class BenchOptions:
 
     device: str = "auto"
     sections: tuple[str, ...] = tuple(SECTIONS)
-    rounds: int = 3
+    rounds: int = 4
     batches: tuple[int, ...] = (4, 8)
     uvit_reference: str | None = None
     scaler_preset: str = "uvit_small"

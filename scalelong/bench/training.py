@@ -30,6 +30,7 @@ from scalelong.bench.measure import (
     ms,
     peak_memory,
     ratio,
+    spread,
     state_bytes,
     training_step,
 )
@@ -88,13 +89,15 @@ def timed(arms: dict[str, Callable[[], None]], rounds: int, precision: Precision
 def backbone_rows(batches: Sequence[int], rounds: int, precision: Precision, uvit_file: str | None,
                   timings: Timings) -> list[Row]:
     """Our step against the reference's at each batch: the DDPM UNet against diffusers' ``UNet2DModel``, U-ViT-S/2
-    (none, cs, ls) against the given model file. Without a reference, our U-ViT is still timed (with ``none``) for
-    the efficiency rows, and the rows say why there is no ratio."""
+    (none; cs and ls at the largest batch) against the given model file. Without a reference, our U-ViT is still
+    timed (with ``none``) for the efficiency rows, and the rows say why there is no ratio."""
     cases = [("unet_ddpm_cifar10", "none", "diffusers UNet2DModel", lambda s: diffusers_ddpm_unet())]
     cases += [("uvit_s2_cifar10", s, "U-ViT model file", lambda s: uvit_reference(uvit_file, s)) for s in UVIT_SCALERS]
     rows = []
     for batch in batches:
         for preset, scaler, what, reference in cases:
+            if scaler != "none" and batch != max(batches):
+                continue  # the scalers at the largest batch only
             name = f"{preset} ({scaler}), batch {batch}"
             cfg = model_config(preset, scaler)
             timings.models[preset] = model_config(preset)
@@ -114,7 +117,8 @@ def backbone_rows(batches: Sequence[int], rounds: int, precision: Precision, uvi
             if scaler == "none":
                 timings.steps[(preset, batch, False)] = times["ours"]
             rows.append(Row("backbone", name, ms(times["ours"]), f"{what}: {ms(times['reference'])}",
-                            ratio(times["reference"], times["ours"]), FASTER, "same step, same batch, same init seed"))
+                            ratio(times["reference"], times["ours"]), FASTER,
+                            f"same step, batch and init seed; {spread(times['reference'], times['ours'])}"))
     return rows
 
 
@@ -123,7 +127,7 @@ def scaler_rows(preset: str, batch: int, rounds: int, precision: Precision) -> l
     arms = {s: step_arm(partial(instantiate, model_config(preset, s)), batch, precision) for s in SCALERS}
     times = timed(arms, rounds, precision)
     return [Row("scaler", f"{preset} {s}, batch {batch}", ms(times[s]), f"none: {ms(times['none'])}",
-                ratio(times[s], times["none"])) for s in times if s != "none"]
+                ratio(times[s], times["none"]), note=spread(times[s], times["none"])) for s in times if s != "none"]
 
 
 def efficiency_rows(timings: Timings, precision: Precision) -> list[Row]:
@@ -183,6 +187,6 @@ def compile_rows(cases: Sequence[tuple[str, int]], rounds: int, precision: Preci
         target = COMPILE_TARGET if preset.startswith("uvit") else None
         rows.append(Row("compile", f"{preset} training step, batch {batch}", ms(times["compiled"]),
                         f"eager: {ms(times['eager'])}", ratio(times["eager"], times["compiled"]), target,
-                        f"compile and first step {compile_seconds:.0f} s"))
+                        f"compile and first step {compile_seconds:.0f} s; {spread(times['eager'], times['compiled'])}"))
     return rows
 
