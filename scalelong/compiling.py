@@ -7,11 +7,11 @@ eagerly. Inductor draws random numbers with eager's generators (``fallback_rando
 same dropout and label-dropout masks as an eager one: the two train the same weights up to float rounding, and
 ``trainer.compile`` is no result key (``scalelong.result_keys``): it names no run and refuses no resume.
 
-``auto`` compiles on a GPU for runs of at least :data:`AUTO_MIN_STEPS` steps, where a compile of a minute or two
-is paid back many times; on a CPU it does not compile: on 2 cores the compiled training step measured 1.01×
-(the CPU U-ViT, batch 64) to 1.12× (the demo's conv UNet) after compiles of 1 to 2.5 minutes
-(``docs/benchmarks/``, ``scalelong-bench``), which no CPU run of this project pays back by much, and the demo
-(1,200 steps, 4 minutes) would lose time. ``true`` compiles anywhere, ``false`` never.
+``auto`` compiles on a GPU for runs of at least :data:`AUTO_MIN_STEPS` steps, where inductor fuses the elementwise
+work into a few kernels and a compile of a minute or two is paid back many times; on a CPU it does not compile: the
+training step there is bound by matmuls that compiling leaves as they are, the compile takes minutes, and the
+compiled U-ViT step measured no faster than eager (``docs/benchmarks/``, ``scalelong-bench``), so the demo (1,200
+steps, minutes) would only lose time. ``true`` compiles anywhere, ``false`` never.
 """
 
 from __future__ import annotations
