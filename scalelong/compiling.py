@@ -53,11 +53,6 @@ def compiles(trainer: Mapping[str, Any] | None) -> bool:
     return gpu and max_steps >= AUTO_MIN_STEPS
 
 
-def trainer_options(trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``trainer`` config as ``lightning.Trainer`` takes it: without ``compile``, which the module reads."""
-    return {key: value for key, value in trainer.items() if key != "compile"}
-
-
 class CompiledBackbone:
     """``torch.compile(model)``, built on the first call (when the module trains), called like the model.
 
