@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.compiling import CompiledBackbone, compiles
 from scalelong.config import with_stored_defaults
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
@@ -58,6 +59,8 @@ class DiffusionModule(L.LightningModule):
         config: the resolved run config, stored in every checkpoint so it rebuilds the model.
         finetune: what a fine-tune run trains (``scalelong.finetune``): its checkpoints keep only those
             tensors, and its γ and skip-scaler parameters learn at lr × ``finetune.lr_scale``.
+        compile_backbone: the training forward runs ``torch.compile(model)`` (``trainer.compile``,
+            :mod:`scalelong.compiling`); the state dict, validation, callbacks and sampling use ``model`` itself.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         config: dict[str, Any] | None = None,
         finetune: FineTuned | None = None,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.diffusion = model, diffusion
@@ -90,6 +94,7 @@ class DiffusionModule(L.LightningModule):
         self.decay, self.decay_steps, self.min_lr_ratio = decay, decay_steps, min_lr_ratio
         self.seed, self.config, self.finetune = seed, config, finetune
         self.checkpoint_step: int | None = None  # the training step of the weights load_checkpoint read
+        self.compiled = CompiledBackbone(model) if compile_backbone else None  # not a submodule: no state-dict keys
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -99,7 +104,8 @@ class DiffusionModule(L.LightningModule):
         x0, y = batch
         torch.manual_seed(self._step_seed())
         t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), device=x0.device)
-        per_sample = self.diffusion.loss(self.model, x0, self.labels(y), t=t)
+        forward = self.model if self.compiled is None else self.compiled
+        per_sample = self.diffusion.loss(forward, x0, self.labels(y), t=t)
         loss = (per_sample * self.diffusion.loss_weights(t)).mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -214,6 +220,7 @@ def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:
         seed=cfg.seed,
         config=resolved,
         finetune=tuned,
+        compile_backbone=compiles(resolved.get("trainer")),
         **cfg.optim,
     )
 

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 
 from conftest import run_config
 from scalelong.diffusion import Diffusion
-from scalelong.eval.cli import FIDReference
 from scalelong.eval.denoise import WienerDenoiser, denoising_mse
+from scalelong.eval.reference import FIDReference
 from scalelong.lit import load_checkpoint
 from scalelong.sample import draw
 from scalelong.samplers import SAMPLERS
