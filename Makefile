@@ -53,8 +53,10 @@ $(FMNIST):
 reproduce: setup
 	$(PY) scripts/cpu_reproduction.py
 
-bench: setup
-	$(PY) scripts/bench_scalers.py
+# Speed against reference implementations and bare loops, as ratios: docs/benchmarks/ (about 15 minutes on 2 cores;
+# BENCH_ARGS=--uvit-reference PATH/libs/uvit.py adds U-ViT-S/2 against the official model file)
+bench: setup data
+	$(VENV)/bin/scalelong-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.compiling import check_compile_setting
 from scalelong.errors import ConfigError, ScaleLongError
 from scalelong.finetune import check_finetune_config
 from scalelong.models.common import Backbone
@@ -161,6 +162,7 @@ def check_train_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None:
             check_whole_number(value, key, least, what, example)
+    check_compile_setting((cfg.get("trainer") or {}).get("compile", False))
     ema = (cfg.get("callbacks") or {}).get("ema")
     decay = ema.get("decay") if ema is not None else None
     if decay is not None and not (_is_number(decay) and 0 <= float(decay) <= 1):

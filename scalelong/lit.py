@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from scalelong.compiling import CompiledBackbone, compiles
 from scalelong.config import with_stored_defaults
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError, ConfigError, ScaleLongError
@@ -58,6 +59,8 @@ class DiffusionModule(L.LightningModule):
         config: the resolved run config, stored in every checkpoint so it rebuilds the model.
         finetune: what a fine-tune run trains (``scalelong.finetune``): its checkpoints keep only those
             tensors, and its γ and skip-scaler parameters learn at lr × ``finetune.lr_scale``.
+        compile_backbone: the training forward runs ``torch.compile(model)`` (``trainer.compile``,
+            :mod:`scalelong.compiling`); the state dict, validation, callbacks and sampling use ``model`` itself.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         config: dict[str, Any] | None = None,
         finetune: FineTuned | None = None,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.diffusion = model, diffusion
@@ -90,6 +94,7 @@ class DiffusionModule(L.LightningModule):
         self.decay, self.decay_steps, self.min_lr_ratio = decay, decay_steps, min_lr_ratio
         self.seed, self.config, self.finetune = seed, config, finetune
         self.checkpoint_step: int | None = None  # the training step of the weights load_checkpoint read
+        self.compiled = CompiledBackbone(model) if compile_backbone else None  # not a submodule: no state-dict keys
 
     def labels(self, y: torch.Tensor) -> torch.Tensor | None:
         """Labels for a class-conditional backbone, ``None`` for an unconditional one."""
@@ -97,9 +102,10 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, y = batch
-        torch.manual_seed(self._step_seed())
+        seed_draws(self._step_seed(), x0.device)
         t = torch.randint(0, self.diffusion.num_timesteps, (len(x0),), device=x0.device)
-        per_sample = self.diffusion.loss(self.model, x0, self.labels(y), t=t)
+        forward = self.model if self.compiled is None else self.compiled
+        per_sample = self.diffusion.loss(forward, x0, self.labels(y), t=t)
         loss = (per_sample * self.diffusion.loss_weights(t)).mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -174,6 +180,19 @@ class DiffusionModule(L.LightningModule):
         return derived_seed(self.seed, self.global_step) * max(1, self.trainer.world_size) + self.global_rank
 
 
+def seed_draws(seed: int, device: torch.device) -> None:
+    """Seed the generators a training step draws from (t, ε, δ, dropout, label dropout), as ``torch.manual_seed``.
+
+    On a CPU, only the CPU generator is seeded (the same draws): ``torch.manual_seed`` also queues a lazy seed for
+    every accelerator that is not initialised (CUDA, XPU, MTIA) and records the Python stack with each, about 1 ms a
+    step under Lightning's deep stack. On an accelerator, ``torch.manual_seed`` itself.
+    """
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def no_decay_names(model: torch.nn.Module) -> set[str]:
     """Parameters ``exclude_from_decay`` spares: tensors of < 2 dims (norm weights, biases, κ, α),
     ``nn.Embedding`` tables (labels) and learned positional embeddings (``pos_embed``).
@@ -214,6 +233,7 @@ def build_module(cfg: DictConfig | dict[str, Any]) -> DiffusionModule:
         seed=cfg.seed,
         config=resolved,
         finetune=tuned,
+        compile_backbone=compiles(resolved.get("trainer")),
         **cfg.optim,
     )
 

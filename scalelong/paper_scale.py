@@ -26,6 +26,7 @@ from scalelong.config import CONF_DIR, compose
 PAPER_IMAGES_PER_SECOND = 500_000 * 32 / (15.6 * 3600)
 PAPER_THROUGHPUT_MODEL = "cifar10_uvit_s2"
 SEEDS = "seed=0,1,2"
+DEVICES = 8  # GPUs per job of the paper-scale commands
 
 
 def load_tables() -> dict[str, tuple[str, str]]:
@@ -39,7 +40,13 @@ TABLES = load_tables()
 
 def training_flops_per_image(experiment: str) -> float:
     """FLOPs of one forward and backward pass of the experiment's model on one image (meta device: no memory)."""
-    return _model_flops(OmegaConf.to_yaml(compose([f"experiment={experiment}"]).model, resolve=True))
+    return model_flops_per_image(compose([f"experiment={experiment}"]).model)
+
+
+def model_flops_per_image(model_cfg: DictConfig) -> float:
+    """FLOPs of one forward and backward pass of the model of ``model_cfg`` on one image, counted by
+    ``FlopCounterMode`` on the meta device (nothing is computed; attention counts through its matmuls)."""
+    return _model_flops(OmegaConf.to_yaml(model_cfg, resolve=True))
 
 
 @cache
@@ -61,8 +68,8 @@ def paper_rate() -> float:
 
 
 def command(experiment: str, overrides: str) -> str:
-    return (f"scalelong-train -m hydra/launcher=slurm trainer=ddp trainer.devices=8 hydra.launcher.partition=gpu "
-            f"experiment={experiment} {overrides} {SEEDS}".replace("  ", " "))
+    return (f"scalelong-train -m hydra/launcher=slurm trainer=ddp trainer.devices={DEVICES} "
+            f"hydra.launcher.partition=gpu experiment={experiment} {overrides} {SEEDS}".replace("  ", " "))
 
 
 def runs_of(cfg: DictConfig, overrides: str) -> int:
@@ -88,5 +95,5 @@ def paper_scale_markdown() -> str:
                     f"{' / '.join(f'{h:,.0f}' for h in hours)} |")
     return (f"Expected hours per run at the paper's measured throughput ({PAPER_IMAGES_PER_SECOND:.0f} images/s of "
             f"U-ViT-S/2 at batch 32, i.e. {rate / 1e12:.1f} TFLOP/s sustained; `scalelong/paper_scale.py`), one run "
-            "being one seed of one setting; the job runs on 8 GPUs per the command (the paper's rate is for its "
-            "own, unnamed, hardware):\n\n" + "\n".join(rows))
+            f"being one seed of one setting; the job runs on {DEVICES} GPUs per the command (the paper's rate is for "
+            "its own, unnamed, hardware):\n\n" + "\n".join(rows))

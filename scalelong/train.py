@@ -43,14 +43,13 @@ from scalelong.errors import ConfigError, OutputError, ScaleLongError
 from scalelong.finetune import parameter_counts
 from scalelong.kappa_range import resolve_auto_kappa
 from scalelong.lit import DiffusionModule, build_module
-from scalelong.loggers import ResumableCSVLogger
-from scalelong.runs.callbacks import CSV_ROWS_KEY, RunFiles, RunInterrupted
-from scalelong.runs.checkpoints import AtomicCheckpointIO
+from scalelong.runs.callbacks import CSV_ROWS_KEY, RunInterrupted
 from scalelong.runs.hydra_callbacks import SweepReport, exit_if_orphaned
 from scalelong.runs.lock import RunLock
 from scalelong.runs.record import run_log, save_hydra_record
 from scalelong.runs.resume import completed_step, resume_checkpoint
 from scalelong.runs.status import holds_an_attempt, read_status, write_status
+from scalelong.runs.trainer import build_trainer
 
 log = logging.getLogger("scalelong.train")
 
@@ -146,25 +145,19 @@ def _fit(cfg: DictConfig, run_dir: Path, attempt: Attempt) -> dict[str, float]:
                                               attempt.auto_kappa)
     if rank_zero_only.rank == 0:
         write_status(run_dir, "running")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     # Rows after the checkpoint come again; without one (a first attempt killed before its first
     # checkpoint), all of them do.
     kept_rows = 0 if stored is None else stored.get(CSV_ROWS_KEY)
-    if kept_rows is not None:
-        for logger in loggers:
-            if isinstance(logger, ResumableCSVLogger) and rank_zero_only.rank == 0:
-                logger.experiment.keep_rows(kept_rows)
-    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, RunFiles(run_dir)], logger=loggers or False,
-                          plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg, run_dir, kept_rows)
     trainable, total = parameter_counts(module.model)
-    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters, %d trainable%s%s", run_dir, type(module.model).__name__,
-             cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips, total / 1e6, trainable,
-             f" (finetune={module.finetune.method} of {module.finetune.base}: {trainable / total:.2%})"
-             if module.finetune else "", f", resuming {ckpt}" if ckpt else "")
+    log.info("run %s: %s with %s, %d LSCs, %.2fM parameters, %d trainable%s%s%s", run_dir,
+             type(module.model).__name__, cfg.scaler._target_.rsplit(".", 1)[-1], module.model.num_skips, total / 1e6,
+             trainable, f" (finetune={module.finetune.method} of {module.finetune.base}: {trainable / total:.2%})"
+             if module.finetune else "", ", compiled (trainer.compile)" if module.compiled else "",
+             f", resuming {ckpt}" if ckpt else "")
     if auto is not None:
         log.info("scaler.kappa=auto chose kappa = %.4f (paper Sec. 4.1)", auto)
-        for logger in loggers:
+        for logger in trainer.loggers:
             logger.log_metrics({"kappa/auto": auto}, step=0)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

@@ -327,19 +327,24 @@ def _quiet_and_few_threads():
     yield
 
 
-LONGEST_FILES = ("test_generation.py", "test_generation_fashion_mnist.py")  # about 6 and 4 minutes of one worker
+LONGEST_FILES = ("test_generation.py", "test_generation_fashion_mnist.py")  # about 5 and 4 minutes of one worker
+LAST_FILES = ("test_notebooks.py",)  # read the miniature that test_reproduction.py's worker builds (80 s)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The two longest files first, then the other files with slow tests, so that two workers (``--dist loadfile``:
     whole files, so that a module-scoped fixture is set up once) start on the long files and share out the short
     ones, rather than ending on one long file each. The Makefile passes ``--no-loadscope-reorder``: pytest-xdist
-    would otherwise queue files by their number of tests, which puts these three-test files last."""
+    would otherwise queue files by their number of tests, which puts these three-test files last. The files of
+    LAST_FILES come after all others: they need a session build another early file makes (conftest ``miniature``),
+    and queued with the slow files they sat on its lock for most of its build, a worker idle."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item: pytest.Item) -> int:
         if item.path.name in LONGEST_FILES:
             return LONGEST_FILES.index(item.path.name)
+        if item.path.name in LAST_FILES:
+            return len(LONGEST_FILES) + 2
         return len(LONGEST_FILES) + (item.path not in slow_files)
 
     items.sort(key=rank)

@@ -45,7 +45,8 @@ def imported_modules(source: str, package: str) -> set[str]:
 
 def test_the_cli_modules_are_the_console_entry_points() -> None:
     assert cli_modules() == {"scalelong.train", "scalelong.sample", "scalelong.dashboard", "scalelong.kappa",
-                             "scalelong.aggregate", "scalelong.report", "scalelong.eval.cli"}
+                             "scalelong.aggregate", "scalelong.report", "scalelong.eval.cli",
+                             "scalelong.bench.cli"}
     assert all((ROOT / (name.replace(".", "/") + ".py")).is_file() for name in cli_modules())
 
 

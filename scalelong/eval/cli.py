@@ -27,15 +27,15 @@ disk ends the command with one line and leaves no result that reports success.
 x̂_0 on ``n_samples`` held-out images against the Wiener filter's (:mod:`scalelong.eval.denoise`), which shows at
 which noise levels an undertrained model is still worse than the best linear estimate.
 
-The extractor, the reference statistics and KID live in :mod:`scalelong.eval.reference`, shared with
-the training-time FID callback :class:`scalelong.callbacks.fid.FIDTracker`; this module is the command.
+The evaluation is :func:`scalelong.eval.evaluate.evaluate`; the extractor, the reference statistics and KID live in
+:mod:`scalelong.eval.reference`, shared with the training-time FID callback :class:`scalelong.callbacks.fid.FIDTracker`;
+this module is the command.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,17 +49,10 @@ from scalelong.atomic import write_atomic
 from scalelong.config import CONF_DIR
 from scalelong.errors import ConfigError, exit_on_user_error
 from scalelong.eval.denoise import denoising_profile
-from scalelong.eval.reference import (
-    FIDReference,
-    check_reference,
-    check_sampling,
-    kid,
-    load_split,
-    references,
-    sampling_label,
-)
+from scalelong.eval.evaluate import evaluate
+from scalelong.eval.reference import check_reference, check_sampling, load_split, sampling_label
 from scalelong.lit import DiffusionModule, load_checkpoint
-from scalelong.sampling import draw, save_samples
+from scalelong.sampling import save_samples
 
 log = logging.getLogger("scalelong.eval")
 
@@ -87,56 +80,44 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = load_checkpoint(ckpt, map_location=device).to(device)
     timesteps = check_timesteps(list(cfg.denoise or []), module.diffusion.num_timesteps)
     datamodule = instantiate(data_config(module.config["data"], cfg.data))
-    domain = OmegaConf.to_container(cfg.domain) if cfg.domain else None
-    ref = FIDReference.build(datamodule, cfg.extractor, cfg.ref_split, cfg.cache_dir, cfg.ref_count, device,
-                             cfg.batch_size, cfg.inception_weights, domain)
-
-    start = time.perf_counter()
-    images, labels = draw(module, cfg.n_samples, cfg.batch_size, cfg.seed, sampler=cfg.sampler, steps=steps,
-                          guidance_scale=cfg.guidance_scale)
-    seconds = time.perf_counter() - start
-    fake = ref.features(images, cfg.batch_size)
-    real = ref.real_features(min(cfg.n_samples, len(ref.data)), cfg.seed, cfg.batch_size)
-    kid_mean, kid_std = kid(real, fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
-    fid_name, kid_name = (ref.metric_name(m, cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
-                          for m in ("fid", "kid"))
+    ev = evaluate(module, datamodule, cfg, steps, device)
+    fid_name, kid_name = ev.fid_name, ev.kid_name
 
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out_dir = run_dir / "eval" / f"step{module.checkpoint_step:07d}"
     path = Path(cfg.out) if cfg.out else out_dir / f"{fid_name.replace('/', '_')}_vs_{cfg.ref_split}.json"
     result: dict[str, Any] = {
-        "metrics": {fid_name: ref.fid(fake), kid_name: kid_mean},
-        "kid_std": kid_std,
+        "metrics": ev.metrics,
+        "kid_std": ev.kid_std,
         "checkpoint": str(ckpt.resolve()),
         "step": module.checkpoint_step,
         "weights": weights_used(module.config),
-        "extractor": ref.extractor.extractor_id,
-        "extractor_accuracy": getattr(ref.extractor, "accuracy", None),
-        "reference": {"dataset": ref.dataset, "split": ref.split, "images": ref.stats.count},
+        **ev.details,
         "n_samples": cfg.n_samples,
         "sampler": cfg.sampler,
         "steps": steps,
         "guidance_scale": cfg.guidance_scale,
         "seed": cfg.seed,
-        "seconds_per_sample": seconds / cfg.n_samples,
+        "seconds_per_sample": ev.seconds_per_sample,
     }
-    if cfg.references:
-        result["references"] = references(ref, datamodule, cfg.n_samples, cfg.seed, cfg.batch_size)
+    if ev.references is not None:
+        result["references"] = ev.references
     if timesteps:
         result["denoising"] = denoising(module, datamodule, timesteps, cfg.n_samples, cfg.seed)
     fix = "Free space, or write the result to a disk with room (out=<JSON path>, save_samples=false), then rerun"
     if cfg.save_samples:
         label = sampling_label(cfg.n_samples, cfg.sampler, steps, cfg.guidance_scale)
-        save_samples(images, labels, out_dir / f"samples-{label.replace('/', '_')}", fix)
+        save_samples(ev.images, ev.labels, out_dir / f"samples-{label.replace('/', '_')}", fix)
     write_atomic(path, json.dumps(result, indent=2), fix)  # last: a result on disk means everything was written
 
     print(f"{fid_name} = {result['metrics'][fid_name]:.4f}")
-    print(f"{kid_name} = {kid_mean:.5f} ± {kid_std:.5f}")
+    print(f"{kid_name} = {ev.metrics[kid_name]:.5f} ± {ev.kid_std:.5f}")
     if cfg.references:
         print(f"references with the same features and count: real held-out images "
               f"{result['references']['real_test']:.2f}, N(0, 1) noise {result['references']['noise']:.2f}")
     for t, mse in result.get("denoising", {}).items():
         print(f"x0 MSE at t={t}: model {mse['model']:.4f}, Wiener filter {mse['wiener']:.4f}")
+    ref = ev.reference
     print(f"({result['weights']} weights of {ckpt}; features {result['extractor']}; reference {ref.dataset} "
           f"{ref.split}, {ref.stats.count} images)")
     print(f"wrote {path}")
