@@ -18,7 +18,7 @@ from scalelong.config import compose
 from scalelong.kappa_range import num_skips_of
 from scalelong.reproduction import load_study
 from scalelong.reproduction.claims import Check, bracket, sections, trains_up_to, verdict
-from scalelong.reproduction.results import Sweep, read_results_csv
+from scalelong.reproduction.results import Sweep, read_results_csv, wall_minutes
 from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
 
@@ -246,3 +246,24 @@ def test_a_report_of_sweeps_without_fid_curves_is_written_and_names_what_is_miss
     text = out.read_text()
     assert text.count("**Verdict: ") == 7 and "logged no FID curve" in text
     assert not (tmp_path / "report" / "frontier.png").exists()
+
+
+def test_a_run_s_wall_minutes_sum_its_attempts_and_leave_out_the_time_between_sittings(tmp_path: Path) -> None:
+    """A run interrupted at 10:12 and resumed at 15:00 took 12 + 5 minutes, not 5 hours; its train.log is as
+    scalelong.train writes it (an attempt starts with the "run <dir>: <model> with ..." line)."""
+    def line(time: str, message: str, logger: str = "scalelong.train") -> str:
+        return f"[2026-12-07 {time},000][{logger}][INFO] {message}"
+
+    start = "run /runs/my run: UViT with NoScaling, 12 LSCs, 1.35M parameters, 1350000 trainable"
+    (tmp_path / "train.log").write_text("\n".join([
+        line("10:00:00", start),
+        line("10:06:00", "fid_digits-256/dpm_solver-10 = 12.0", "scalelong.callbacks.fid"),
+        "a traceback line without a time stamp",
+        line("10:12:00", "stopped by SIGTERM after step 900"),
+        line("15:00:00", f"{start}, resuming last.ckpt"),
+        line("15:05:00", "run /runs/my run completed"),
+    ]) + "\n")
+    assert wall_minutes(tmp_path) == pytest.approx(17.0)
+    (tmp_path / "train.log").write_text(line("10:00:00", "one line") + "\n")
+    assert math.isnan(wall_minutes(tmp_path))
+    assert math.isnan(wall_minutes(tmp_path / "missing"))

@@ -32,6 +32,8 @@ from scalelong.scalers import SCALERS
 from scalelong.stats import Stat, stat
 
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+# scalelong.train logs "run <dir>: <model> with <scaler>, <N> LSCs, ..." as an attempt (the first or a resume) begins
+_ATTEMPT_START = re.compile(r"\]\[scalelong\.train\]\[INFO\] run .+: \w+ with \w+, \d+ LSCs")
 ENDED = ("completed", "diverged")  # outcomes a claim reads; failed and running runs are reported, not used
 
 
@@ -84,13 +86,22 @@ def setting_of(config: DictConfig) -> Setting:
 
 
 def wall_minutes(run_dir: Path) -> float:
-    """Minutes between the first and last timestamped lines of the run's ``train.log``."""
+    """Minutes the run's attempts took, from its ``train.log``: each attempt (a line ``run <dir>: <model> ...``
+    starts one, the first or a resume) from its first timestamped line to its last, summed, so that the time
+    between an interrupted attempt and its resume, a sitting later, is not counted."""
     try:
         lines = (run_dir / "train.log").read_text().splitlines()
     except OSError:
         return math.nan
-    stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") for line in lines if (m := _LOG_TIME.match(line))]
-    return (stamps[-1] - stamps[0]).total_seconds() / 60 if len(stamps) > 1 else math.nan
+    attempts: list[list[datetime]] = []
+    for line in lines:
+        if not (m := _LOG_TIME.match(line)):
+            continue
+        if _ATTEMPT_START.search(line) or not attempts:
+            attempts.append([])
+        attempts[-1].append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+    spans = [(a[-1] - a[0]).total_seconds() / 60 for a in attempts]
+    return sum(spans) if sum(len(a) for a in attempts) > 1 else math.nan
 
 
 def load_result(run_dir: Path) -> RunResult:
