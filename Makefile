@@ -53,7 +53,7 @@ $(FMNIST):
 reproduce: setup
 	$(PY) scripts/cpu_reproduction.py
 
-# Speed against reference implementations and bare loops, as ratios: docs/benchmarks/ (about 15 minutes on 2 cores;
+# Speed against reference implementations and bare loops, as ratios: docs/benchmarks/ (13–17 minutes on one thread;
 # BENCH_ARGS=--uvit-reference PATH/libs/uvit.py adds U-ViT-S/2 against the official model file)
 bench: setup data
 	$(VENV)/bin/scalelong-bench $(BENCH_ARGS)
