@@ -25,8 +25,8 @@ EpsModel = Callable[..., Tensor]
 SCHEDULES = ("linear", "cosine")
 CPU_FORWARD_ROWS = 128
 """On a CPU, :meth:`Diffusion.sample` calls the network on at most this many rows at a time (guidance doubles a
-batch): the activations of a larger call outgrow the caches and each image costs more (the demo's UNet on one
-thread: 512 rows 1.6× slower per image than 128). The result is the same; the split is of the work only."""
+batch): the activations of a larger call outgrow the caches and each image costs more (measured in
+``docs/benchmarks/README.md``). The result is the same; the split is of the work only."""
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 

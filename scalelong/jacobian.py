@@ -30,7 +30,7 @@ def spectral_norm_jacobian(
     vector-Jacobian product, both backward passes through graphs built once: Jᵀu backpropagates u
     through y = fn(x), and J v = ∂⟨Jᵀu, v⟩/∂u backpropagates v through the graph of Jᵀu, which is
     linear in u (the "double backward" trick; forward-mode ``torch.func.jvp`` recomputes the whole
-    forward at every call and took 6× as long on a CPU). The estimate is ‖J v‖ for the unit iterate
+    forward at every call). The estimate is ‖J v‖ for the unit iterate
     v, and iteration stops once it changes by less than ``rtol``. Attention runs in SDPA's math
     backend here because the fused CPU kernel cannot be differentiated twice.
 

@@ -184,8 +184,8 @@ def seed_draws(seed: int, device: torch.device) -> None:
     """Seed the generators a training step draws from (t, ε, δ, dropout, label dropout), as ``torch.manual_seed``.
 
     On a CPU, only the CPU generator is seeded (the same draws): ``torch.manual_seed`` also queues a lazy seed for
-    every accelerator that is not initialised (CUDA, XPU, MTIA) and records the Python stack with each, about 1 ms a
-    step under Lightning's deep stack. On an accelerator, ``torch.manual_seed`` itself.
+    every accelerator that is not initialised (CUDA, XPU, MTIA) and records the Python stack with each, a cost the
+    framework-overhead benchmark sees (``docs/benchmarks/README.md``). On an accelerator, ``torch.manual_seed`` itself.
     """
     if device.type == "cpu":
         torch.default_generator.manual_seed(seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scalelong.bench import framework, training
 from scalelong.bench.measure import Precision, interleaved, ratio
 from scalelong.bench.references import UVIT_S2_CIFAR10, ReferenceMissing, diffusers_ddpm_unet, uvit_reference
 from scalelong.bench.suite import BenchOptions, run_suite
@@ -78,8 +79,44 @@ def test_a_uvit_file_is_imported_in_its_package_and_built_as_uvit_s2_with_the_sc
         uvit_reference(plain, "ls")
     with pytest.raises(ReferenceMissing, match="reference not given"):
         uvit_reference(None, "none")
-    with pytest.raises(ReferenceMissing, match="does not exist"):
+    with pytest.raises(ReferenceMissing, match="is not a file"):
         uvit_reference(tmp_path / "missing.py", "none")
+    with pytest.raises(ReferenceMissing, match="is not a file"):
+        uvit_reference(tmp_path / "uvit_repo", "none")  # a directory, not its model file
+    other = tmp_path / "other" / "uvit_t2i.py"  # a UViT of other options: refused before anything is measured
+    other.parent.mkdir()
+    other.write_text("class UViT:\n    def __init__(self, img_size, patch_size, embed_dim, clip_dim):\n        pass\n")
+    with pytest.raises(ReferenceMissing, match=r"takes no .*num_classes"):
+        uvit_reference(other, "none")
+
+
+def test_each_ratio_points_the_way_its_section_documents_and_the_verdict_reads_its_side_of_the_target(
+        monkeypatch) -> None:
+    """Fake times, no network timed: ours 1 s against a reference's 2 s is 2.0 (faster: pass), eager 2 s against
+    compiled 1 s is 2.0 (pass), scalelong-train 4% over the bare loop misses 3% and passes 5%."""
+    times = {"ours": [1.0] * 3, "reference": [2.0] * 3, "eager": [2.0] * 3, "compiled": [1.0] * 3}
+    monkeypatch.setattr(training, "timed", lambda arms, rounds, precision: {a: times[a] for a in arms})
+    monkeypatch.setattr(training, "step_arm", lambda build, batch, precision, compiled=False: lambda: None)
+    monkeypatch.setattr(training, "diffusers_ddpm_unet", lambda: None)
+    monkeypatch.setattr(framework, "paired_round", lambda cfg, steps, skip, run_dir, precision: (1.04, 1.0, 0.0))
+    unet = training.backbone_rows([4], 3, CPU, None, training.Timings())[0]
+    assert (unet.measurement, unet.ratio, unet.verdict) == ("unet_ddpm_cifar10 (none), batch 4", 2.0, "pass")
+    compiled = training.compile_rows([("uvit_tiny", 2)], 3, CPU, training.Timings())[0]
+    assert (compiled.ratio, compiled.verdict) == (2.0, "pass")
+    rows = framework.framework_rows(["debug=tiny"], steps=4, skip=1, rounds=1, precision=CPU)
+    assert [(r.ratio, r.verdict) for r in rows] == [(pytest.approx(1.04), "miss"), (pytest.approx(1.04), "pass")]
+
+
+def test_a_bad_option_of_scalelong_bench_is_one_line_before_anything_is_measured(cli, tmp_path) -> None:
+    for args, expected in [
+        (["--sample", "experiment=typo"], "scalelong-bench: --sample experiment=typo: In 'train': Could not find"),
+        (["--train", "trainer.compile=maybe"], "scalelong-bench: --train trainer.compile=maybe: trainer.compile="),
+        (["--compile-cases", "uvit_s2_cifar10"], "'uvit_s2_cifar10' is not PRESET:BATCH"),
+    ]:
+        done = cli("bench.cli", [*args, "--out", str(tmp_path / "out")])
+        last = done.stderr.strip().splitlines()[-1]  # argparse's usage may come before its one-line error
+        assert done.returncode != 0 and expected in last and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "out").exists()
 
 
 TINY = BenchOptions(

@@ -22,7 +22,7 @@ from scalelong.compiling import AUTO_MIN_STEPS, CompiledBackbone, compiles
 from scalelong.config import check_train_config, compose, run_name
 from scalelong.diffusion import Diffusion
 from scalelong.errors import ConfigError
-from scalelong.lit import DiffusionModule
+from scalelong.lit import DiffusionModule, build_module
 from scalelong.result_keys import changes_result
 from scalelong.runs.resume import config_differences
 
@@ -96,6 +96,8 @@ def checkpoint(run_dir: Path) -> dict:
 def test_compiled_and_eager_training_give_the_same_loss_curve(runs) -> None:
     eager, compiled = losses(runs["eager"]), losses(runs["compiled"])
     assert len(eager) == len(compiled) == 20
+    # the compiled run's module trains through torch.compile (an eager run in its place would pass the comparison)
+    assert build_module(compose(COMPILED)).compiled is not None and build_module(compose(RUN)).compiled is None
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-6)
 
 

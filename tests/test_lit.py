@@ -9,7 +9,7 @@ import torch
 
 from scalelong.diffusion import Diffusion
 from scalelong.errors import CheckpointError
-from scalelong.lit import CONFIG_KEY, DiffusionModule, load_checkpoint, no_decay_names, read_checkpoint
+from scalelong.lit import CONFIG_KEY, DiffusionModule, load_checkpoint, no_decay_names, read_checkpoint, seed_draws
 from scalelong.models import UNet, UViT
 
 STORED = {"model": {"_target_": "scalelong.models.UNet", "ch": 16},
@@ -104,3 +104,15 @@ def test_a_checkpoint_stored_before_optim_decay_steps_existed_loads_with_the_hor
     torch.save({"global_step": 7, "state_dict": module.state_dict(), CONFIG_KEY: config}, path)
     loaded = load_checkpoint(path)
     assert loaded.decay_steps == horizon and loaded.config["optim"]["decay_steps"] == horizon
+
+
+def test_seed_draws_on_a_cpu_gives_the_draws_of_torch_manual_seed() -> None:
+    """A training step's t, ε and dropout draws after ``seed_draws`` are those after ``torch.manual_seed``."""
+    def draws() -> tuple[torch.Tensor, ...]:
+        return torch.randint(0, 1000, (8,)), torch.randn(8, 3), torch.nn.functional.dropout(torch.ones(16), 0.5)
+
+    torch.manual_seed(1234)
+    expected = draws()
+    torch.manual_seed(99)  # another state in between
+    seed_draws(1234, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(draws(), expected))

@@ -16,8 +16,36 @@ import shlex
 import sys
 from pathlib import Path
 
+from hydra.errors import HydraException
+
 from scalelong.bench.suite import COMPILE_PARTS, BenchOptions, run_suite
 from scalelong.bench.table import SECTIONS, text_table, write_tables
+from scalelong.config import check_train_config, compose
+from scalelong.errors import ConfigError, exit_on_user_error
+
+
+def compile_case(text: str) -> tuple[str, int]:
+    """``PRESET:BATCH`` of ``--compile-cases`` (``uvit_s2_cifar10:8``)."""
+    preset, _, batch = text.rpartition(":")
+    if not preset or not batch.isdigit() or int(batch) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PRESET:BATCH, e.g. uvit_s2_cifar10:8")
+    return preset, int(batch)
+
+
+def check_overrides(opts: BenchOptions) -> None:
+    """Compose every config the suite will build before anything is measured: a bad override is one
+    ``ConfigError`` naming its option, not a traceback after minutes of measuring."""
+    configs = [("--train", opts.train_overrides, "train"), ("--sample", opts.sample_overrides, "train"),
+               ("--eval", (*opts.eval_overrides, "ckpt=unused"), "eval"),
+               *(("--memory", (f"experiment={e}",), "train") for e in opts.memory_experiments)]
+    for flag, overrides, name in configs:
+        try:
+            cfg = compose(overrides, config_name=name)
+            if name == "train":
+                check_train_config(cfg)
+        except (HydraException, ConfigError) as err:
+            first = str(err).strip().splitlines()[0]  # Hydra goes on to list every option of the group
+            raise ConfigError(f"{flag} {' '.join(overrides)}: {first}; fix the override and rerun") from None
 
 
 def options(argv: list[str]) -> tuple[BenchOptions, argparse.Namespace]:
@@ -27,7 +55,7 @@ def options(argv: list[str]) -> tuple[BenchOptions, argparse.Namespace]:
     p.add_argument("--sections", nargs="+", default=list(d.sections), choices=list(SECTIONS))
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled rows (each compiles minutes)")
     p.add_argument("--compile-parts", nargs="+", default=list(d.compile_parts), choices=list(COMPILE_PARTS))
-    p.add_argument("--compile-cases", nargs="+", default=[f"{m}:{b}" for m, b in d.compile_cases],
+    p.add_argument("--compile-cases", nargs="+", type=compile_case, default=list(d.compile_cases),
                    help="PRESET:BATCH of the compiled training-step rows")
     p.add_argument("--rounds", type=int, default=d.rounds, help="interleaved rounds per comparison")
     p.add_argument("--batches", type=int, nargs="+", default=list(d.batches), help="batches of the backbone rows")
@@ -48,7 +76,7 @@ def options(argv: list[str]) -> tuple[BenchOptions, argparse.Namespace]:
                         framework_steps=a.framework_steps, framework_rounds=a.framework_rounds,
                         sample_overrides=tuple(a.sample), eval_overrides=tuple(a.eval),
                         memory_experiments=tuple(a.memory), compile_parts=tuple(a.compile_parts),
-                        compile_cases=tuple((c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])) for c in a.compile_cases),
+                        compile_cases=tuple(a.compile_cases),
                         extra_notes=a.note), a
 
 
@@ -57,6 +85,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("lightning").setLevel(logging.WARNING)
     opts, args = options(sys.argv[1:])
+    exit_on_user_error("scalelong-bench", run, opts, args)
+
+
+def run(opts: BenchOptions, args: argparse.Namespace) -> None:
+    """Check the configs, measure, print and write the tables."""
+    check_overrides(opts)
     rows, header = run_suite(opts, progress=lambda new: print(text_table(new), flush=True))
     header["command"] = "scalelong-bench " + shlex.join(sys.argv[1:])
     print(f"\n{text_table(rows)}")

@@ -81,6 +81,11 @@ def uvit_reference(path: str | Path | None, scaler: str) -> Reference:
             raise ReferenceMissing(f"{path} has no {scaler} (ScaleLong's file takes scalelong= for "
                                    f"{', '.join(SCALELONG_METHOD)})")
         options.update(scalelong=SCALELONG_METHOD[scaler], kappa=0.5)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:  # found now, not as a TypeError after the other rows were measured
+        raise ReferenceMissing(f"the UViT of {path} takes no {', '.join(unknown)}; pass a model file whose UViT "
+                               "builds U-ViT-S/2 (libs/uvit.py of U-ViT or ScaleLong)")
     return lambda: _Geometry(cls(**options), img_size=32, in_chans=3)
 
 
@@ -101,7 +106,7 @@ def _import_class(path: Path, name: str) -> type:
     per directory, so two model files never share a cached import."""
     path = path.expanduser().resolve()
     if not path.is_file():
-        raise ReferenceMissing(f"{path} does not exist; pass the model file, e.g. U-ViT/libs/uvit.py")
+        raise ReferenceMissing(f"{path} is not a file; pass the model file, e.g. U-ViT/libs/uvit.py")
     package_dir = path.parent
     alias = f"_scalelong_reference_{hashlib.sha1(str(package_dir).encode()).hexdigest()[:10]}"
     try:

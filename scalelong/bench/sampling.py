@@ -67,7 +67,7 @@ def bare_sample(model: nn.Module, diffusion: Diffusion, sampler: str, shape: tup
         for t in scheduler.timesteps:
             x = scheduler.step(eps_of(x, t), t, x, generator=generator).prev_sample
         return x
-    k = torch.linspace(diffusion.num_timesteps - 1, 0, steps)
+    k = torch.linspace(diffusion.num_timesteps - 1, 0, steps, device=x.device)
     a = diffusion.alphas_cumprod[k.long()].float()
     beta = diffusion.betas[k.long()].float()
     for i in range(steps):  # a reverse-SDE step per call: x ← x(1 + β/2) − β/σ ε̂ + √β z
@@ -133,7 +133,7 @@ def evaluation_rows(overrides: Sequence[str], eval_overrides: Sequence[str], rou
             for start in range(0, ecfg.n_samples, ecfg.batch_size):
                 n = min(ecfg.batch_size, ecfg.n_samples - start)
                 shape = (n, module.model.in_chans, module.model.img_size, module.model.img_size)
-                y = torch.randint(0, max(module.model.num_classes, 1), (n,), generator=g) \
+                y = torch.randint(0, max(module.model.num_classes, 1), (n,), generator=g, device=g.device) \
                     if module.model.num_classes else None
                 bare_sample(module.model, module.diffusion, ecfg.sampler, shape, steps, y, ecfg.guidance_scale, g)
 

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import io
 import logging
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def efficiency_rows(timings: Timings, precision: Precision) -> list[Row]:
     rows = []
     for (preset, batch, compiled), times in timings.steps.items():
         flops = batch * model_flops_per_image(timings.models[preset])
-        achieved = flops / sorted(times)[len(times) // 2]
+        achieved = flops / statistics.median(times)
         rows.append(Row("efficiency", f"{preset}, batch {batch}{' (compiled)' if compiled else ''}",
                         f"{flops / 1e9:.1f} GFLOP/step at {achieved / 1e9:.1f} GFLOP/s",
                         f"{precision.name} matmul peak {peak / 1e9:.1f} GFLOP/s", achieved / peak))
