@@ -166,10 +166,11 @@ def _fit(cfg: DictConfig, run_dir: Path, attempt: Attempt) -> dict[str, float]:
                              f"{run_dir / 'checkpoints'} is kept. Run the same command again to resume") from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["step"] = trainer.global_step
-    if module.finetune is not None:  # honest accounting: what trained, and what its checkpoint weighs
-        last = run_dir / "checkpoints" / "last.ckpt"
-        metrics.update(trainable_params=trainable, total_params=total,
-                       checkpoint_bytes=last.stat().st_size if last.is_file() else 0)
+    # honest accounting (every run, so that a fine-tune's checkpoint can be set against its base's): what
+    # trained, and what the checkpoint weighs
+    last = run_dir / "checkpoints" / "last.ckpt"
+    metrics.update(trainable_params=trainable, total_params=total,
+                   checkpoint_bytes=last.stat().st_size if last.is_file() else 0)
     if trainer.is_global_zero:
         write_atomic(run_dir / "summary.json", json.dumps(metrics, indent=2))
         write_status(run_dir, "completed", step=trainer.global_step, config=module.config)
@@ -189,6 +190,9 @@ def check_geometry(module: DiffusionModule, datamodule: L.LightningDataModule) -
         )
     if m.num_classes and not datamodule.num_classes:
         raise ConfigError(f"model.num_classes={m.num_classes} but the data has no labels; set model.num_classes=0")
+    if 0 < m.num_classes < datamodule.num_classes:
+        raise ConfigError(f"model.num_classes={m.num_classes} but the data has {datamodule.num_classes} classes "
+                          f"({datamodule.name}); set model.num_classes={datamodule.num_classes}")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

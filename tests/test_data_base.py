@@ -103,3 +103,40 @@ def test_every_data_module_is_named_by_its_conf_data_option() -> None:
     for path in options:
         assert get_class(OmegaConf.load(path)["_target_"]).name == path.stem
     assert DigitsDataModule().name == "digits"
+
+
+def test_data_classes_keeps_those_labels_relabelled_in_their_order_and_names_the_subset() -> None:
+    """A transfer to unseen classes (docs/results/finetune.md): digits 7 and 2 only, relabelled 0 and 1, in both
+    splits, with a name (hence FID and domain-classifier caches) of their own."""
+    from collections import Counter
+
+    whole, subset = DigitsDataModule(image_size=8), DigitsDataModule(image_size=8, classes=[7, 2])
+    whole.setup(), subset.setup()
+    assert (subset.name, subset.num_classes, whole.num_classes) == ("digits_classes7-2", 2, 10)
+    for full_split, part in ((whole.train_set, subset.train_set), (whole.val_set.dataset, subset.val_set.dataset)):
+        labels = full_split.labels.tolist()
+        assert len(part) == labels.count(7) + labels.count(2) > 0
+        first_seven = labels.index(7)
+        x, y = part[(part.indices.index(first_seven), False)]
+        assert int(y) == 0 and x.equal(full_split[first_seven][0])
+        assert Counter(int(part[i][1]) for i in range(len(part))) == {0: labels.count(7), 1: labels.count(2)}
+    assert subset.train_set.fingerprint() != whole.train_set.fingerprint()
+    reordered = DigitsDataModule(image_size=8, classes=[2, 7])  # other labels: other data
+    reordered.setup()
+    assert reordered.train_set.fingerprint() != subset.train_set.fingerprint()
+
+
+DISTINCT = "must list distinct labels in 0..9 (e.g. data.classes=[0,1,2,3,4])."
+
+
+@pytest.mark.parametrize(("module", "classes", "message"), [
+    (DigitsDataModule, [3, 3], f"data.classes=[3, 3] {DISTINCT}"),
+    (DigitsDataModule, [10], f"data.classes=[10] {DISTINCT}"),
+    (DigitsDataModule, [], f"data.classes=[] {DISTINCT}"),
+    (CelebA64DataModule, [0], "data.classes=[0] selects labels, which CelebA64DataModule does not fix in advance; "
+                              "set data.classes=null."),
+])
+def test_a_bad_data_classes_is_one_config_error(module, classes, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        module(classes=classes)
+    assert str(err.value) == message

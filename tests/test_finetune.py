@@ -279,10 +279,15 @@ def test_the_transfer_study_arms_compose_to_the_base_the_data_and_three_seeds(ex
     params = cfg.hydra.sweeper.params
     assert params.seed == "0,1,2" and params.get("finetune") == arms
     assert cfg.scaler._target_.endswith(scaler) and cfg.data._target_.endswith("DigitsDataModule")
-    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_classes, cfg.trainer.max_steps) == (128, 8, 10, 2000)
+    assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_classes, cfg.trainer.max_steps) == (64, 12, 5, 2000)
+    assert (cfg.data.image_size, list(cfg.data.classes), cfg.data.batch_size) == (8, [5, 6, 7, 8, 9], 16)
     if arms:
         stored = OmegaConf.to_container(cfg.finetune)
-        assert stored["method"] == "difffit" and stored["from"].endswith("runs/fmnist_uvit_small/checkpoints/last.ckpt")
+        assert stored["method"] == "difffit"
+        assert stored["from"].endswith("docs/results/finetune/runs/base/checkpoints/last.ckpt")
+    base = compose(["experiment=finetune_base"])  # the same model on the other five classes, for longer
+    assert list(base.data.classes) == [0, 1, 2, 3, 4] and base.trainer.max_steps == 3000
+    assert OmegaConf.to_container(base.model) == OmegaConf.to_container(cfg.model) | {"scaler": base.model.scaler}
 
 
 def test_the_commands_take_a_fine_tune_and_end_a_bad_base_in_one_line(tmp_path, cli):

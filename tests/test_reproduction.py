@@ -129,6 +129,12 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     assert all(0 < float(r["ls_fit_kappa"]) < 2 for r in ls)
     with open(report.parent / "cpu_reproduction_uvit" / "fid_curves.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+    from scalelong.reproduction.results import elapsed_minutes
+    from scalelong.transfer import FID_LINE
+
+    for run in (root.glob(f"*/{r['run']}") for r in rows):  # the FID callback's log lines, as the transfer
+        minutes = elapsed_minutes(next(run), FID_LINE)                # report times them
+        assert len(minutes) == 4 and minutes == sorted(minutes) and 0 < minutes[0] < minutes[-1] < 30
     assert "(n=2)" in text  # every number carries its seeds
     (record,) = json.loads((root / "budget.json").read_text())
     assert record["sweep"] == "frontier" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30

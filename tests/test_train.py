@@ -36,7 +36,10 @@ def test_end_to_end_run_trains_validates_checkpoints_and_samples(train_run, back
     assert len(series(rows, "train/loss")) == 4
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "samples" / "step_0000004.png").is_file()
-    assert (run_dir / "summary.json").is_file()
+    summary = json.loads((run_dir / "summary.json").read_text())  # the accounting a fine-tune is set against
+    assert summary["trainable_params"] == summary["total_params"] == sum(p.numel() for p in load_checkpoint(
+        run_dir / "checkpoints" / "last.ckpt").model.parameters())
+    assert summary["checkpoint_bytes"] == (run_dir / "checkpoints" / "last.ckpt").stat().st_size
 
     # The checkpoint rebuilds its model, with the right scaler, from the stored config alone.
     module = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -103,6 +106,12 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 def test_model_and_data_geometry_mismatch_is_one_config_error(train_run):
     with pytest.raises(ConfigError, match="model expects 3×32×32 images but data gives 1×28×28"):
         train_run(["model=uvit_s2_cifar10", "model.embed_dim=32", "model.depth=2", "model.num_heads=2"])
+
+
+def test_a_label_table_smaller_than_the_data_s_classes_is_one_config_error(train_run):
+    with pytest.raises(ConfigError) as err:
+        train_run([*TINY["uvit"], "model.num_classes=4", "trainer.max_steps=1"])
+    assert str(err.value) == "model.num_classes=4 but the data has 10 classes (digits); set model.num_classes=10"
 
 
 def test_class_conditional_training_and_guided_sampling(train_run):

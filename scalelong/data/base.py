@@ -80,6 +80,38 @@ def split_key(key: Key, random_flip: bool) -> tuple[int, bool]:
     return key, random_flip and bool(torch.rand(()) < 0.5)
 
 
+def split_labels(dataset: Dataset[Sample]) -> list[int]:
+    """The label of every image of an in-memory or file split, without decoding an image."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.labels.tolist()
+    if isinstance(dataset, ImageFileDataset):
+        return [label for _, label in dataset.samples]
+    raise ConfigError(f"data.classes cannot select classes of a {type(dataset).__name__}; set data.classes=null.")
+
+
+class ClassSubset(Dataset[Sample]):
+    """The images of some classes of a split, relabelled 0, 1, … in the order the classes are given (so a model
+    trained on classes [5, 6] sees labels 0 and 1)."""
+
+    def __init__(self, dataset: Dataset[Sample], classes: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.classes = tuple(classes)
+        self.relabel = {c: k for k, c in enumerate(self.classes)}
+        self.indices = [i for i, label in enumerate(split_labels(dataset)) if label in self.relabel]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def fingerprint(self) -> str:
+        """The split's fingerprint and the classes kept."""
+        return hashlib.sha256(f"{self.dataset.fingerprint()} classes {self.classes}".encode()).hexdigest()
+
+    def __getitem__(self, key: Key) -> Sample:
+        index, flip = key if isinstance(key, tuple) else (key, False)
+        x, y = self.dataset[(self.indices[index], flip)]
+        return x, torch.tensor(self.relabel[int(y)], dtype=torch.long)
+
+
 class ResumableBatchSampler(Sampler[list[tuple[int, bool]]]):
     """Training batches whose order and flips are a function of (seed, epoch, position) only.
 
@@ -208,6 +240,11 @@ class ImageDataModule(LightningDataModule, ABC):
     Attributes set at construction (before ``setup``): ``name``, ``image_size``, ``channels``, ``num_classes``
     (0 for unconditional data). After ``setup``: ``train_set`` (full training split) and ``val_set``
     (the fixed subset of ``val_size`` images of the held-out split, chosen with ``seed``).
+
+    ``classes`` keeps the images of those labels only, relabelled 0, 1, … in the given order (a transfer to
+    unseen classes: ``data.classes=[5,6,7,8,9]``); ``num_classes`` is then their count and ``name`` says which
+    they are (``digits_classes5-6-7-8-9``), so that FID statistics and domain classifiers of a subset are
+    cached apart from the whole dataset's.
     """
 
     image_size: int
@@ -219,7 +256,11 @@ class ImageDataModule(LightningDataModule, ABC):
     def name(self) -> str:
         """The dataset's name in metric names and caches (``fid_<name>``), the ``conf/data`` option that builds
         it; a subclass sets it as a class attribute, else it is the class name without ``DataModule``."""
-        return type(self).__name__.removesuffix("DataModule").lower()
+        return self.__dict__.get("_name") or type(self).__name__.removesuffix("DataModule").lower()
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.__dict__["_name"] = value
 
     def __init__(
         self,
@@ -229,6 +270,7 @@ class ImageDataModule(LightningDataModule, ABC):
         val_size: int = 1024,
         random_flip: bool = False,
         seed: int = 0,
+        classes: Sequence[int] | None = None,
     ) -> None:
         """The options every data module takes (a subclass passes them on as ``**options``).
 
@@ -239,6 +281,7 @@ class ImageDataModule(LightningDataModule, ABC):
             val_size: images of the fixed validation subset.
             random_flip: flip training images horizontally at random (held-out images never).
             seed: the seed of the validation subset.
+            classes: keep only these labels, relabelled 0, 1, … in this order (None: every image).
         """
         super().__init__()
         if batch_size < 1:
@@ -251,8 +294,27 @@ class ImageDataModule(LightningDataModule, ABC):
         self.val_size = val_size
         self.random_flip = random_flip
         self.seed = seed
+        self.classes = self._check_classes(classes)
+        if self.classes:
+            self.num_classes = len(self.classes)
+            self.name = f"{self.name}_classes{'-'.join(map(str, self.classes))}"
         self.train_set: Dataset[Sample] | None = None
         self.val_set: Dataset[Sample] | None = None
+
+    def _check_classes(self, classes: Sequence[int] | None) -> tuple[int, ...] | None:
+        """``classes`` as a tuple, or a ConfigError naming what is wrong with it."""
+        if classes is None:
+            return None
+        chosen = tuple(classes)
+        labels = getattr(type(self), "num_classes", 0)
+        if not labels:
+            raise ConfigError(f"data.classes={list(chosen)} selects labels, which {type(self).__name__} does not "
+                              "fix in advance; set data.classes=null.")
+        wrong = [c for c in chosen if not isinstance(c, int) or not 0 <= c < labels]
+        if not chosen or wrong or len(set(chosen)) != len(chosen):
+            raise ConfigError(f"data.classes={list(chosen)} must list distinct labels in 0..{labels - 1} "
+                              f"(e.g. data.classes=[0,1,2,3,4]).")
+        return chosen
 
     @abstractmethod
     def load_splits(self) -> tuple[Dataset[Sample], Dataset[Sample]]:
@@ -263,6 +325,8 @@ class ImageDataModule(LightningDataModule, ABC):
         if self.train_set is not None:
             return
         train_set, held_out = self.load_splits()
+        if self.classes:
+            train_set, held_out = ClassSubset(train_set, self.classes), ClassSubset(held_out, self.classes)
         if len(held_out) < self.val_size:
             log.info("val_size %d exceeds the held-out split; using all %d images", self.val_size, len(held_out))
         self.train_set = train_set

@@ -61,6 +61,17 @@ def real_tile(run: RunResult, data_dir: Path = REPO_ROOT / "data") -> Image.Imag
     return Image.fromarray(grid(images)[0].mul(255).round().byte().numpy(), "L")
 
 
+def tile_row(tiles: Sequence[Image.Image], scale: int = 4, gap: int = 4) -> Image.Image:
+    """Grey-scale grids side by side on white, ``gap`` pixels apart, upscaled ``scale``× (8×8 images are too small
+    to judge otherwise)."""
+    canvas = Image.new("L", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)), 255)
+    x = 0
+    for t in tiles:
+        canvas.paste(t, (x, 0))
+        x += t.width + gap
+    return canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+
+
 def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str]]:
     """Per cell (depth, batch), the last sample grid of seed 0 of each method, side by side after a grid of real
     training images and upscaled (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
@@ -78,16 +89,8 @@ def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str
                 names.append(m)
         if not tiles:
             continue
-        gap = 4
-        canvas = Image.new("L", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), max(t.height for t in tiles)),
-                           255)
-        x = 0
-        for t in tiles:
-            canvas.paste(t, (x, 0))
-            x += t.width + gap
-        canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
         name = f"samples_N{n}_b{b}.png"
-        canvas.save(out / name)
+        tile_row(tiles, scale).save(out / name)
         written.append((f"N={n} LSCs, batch {b}: {', '.join(names)}, left to right", name))
     return written
 

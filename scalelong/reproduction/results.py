@@ -85,23 +85,41 @@ def setting_of(config: DictConfig) -> Setting:
                    None if kappa is None else float(kappa), float(config.optim.lr))
 
 
-def wall_minutes(run_dir: Path) -> float:
-    """Minutes the run's attempts took, from its ``train.log``: each attempt (a line ``run <dir>: <model> ...``
-    starts one, the first or a resume) from its first timestamped line to its last, summed, so that the time
-    between an interrupted attempt and its resume, a sitting later, is not counted."""
+def _attempts(run_dir: Path) -> list[list[tuple[datetime, str]]]:
+    """The timestamped lines of the run's ``train.log`` per attempt (a line ``run <dir>: <model> ...`` starts one,
+    the first or a resume)."""
     try:
         lines = (run_dir / "train.log").read_text().splitlines()
     except OSError:
-        return math.nan
-    attempts: list[list[datetime]] = []
+        return []
+    attempts: list[list[tuple[datetime, str]]] = []
     for line in lines:
         if not (m := _LOG_TIME.match(line)):
             continue
         if _ATTEMPT_START.search(line) or not attempts:
             attempts.append([])
-        attempts[-1].append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
-    spans = [(a[-1] - a[0]).total_seconds() / 60 for a in attempts]
+        attempts[-1].append((datetime.strptime(f"{m.group(1)}.{m.group(2)}", "%Y-%m-%d %H:%M:%S.%f"), line))
+    return attempts
+
+
+def wall_minutes(run_dir: Path) -> float:
+    """Minutes the run's attempts took, from its ``train.log``: each attempt from its first timestamped line to its
+    last, summed, so that the time between an interrupted attempt and its resume, a sitting later, is not
+    counted."""
+    attempts = _attempts(run_dir)
+    spans = [(a[-1][0] - a[0][0]).total_seconds() / 60 for a in attempts]
     return sum(spans) if sum(len(a) for a in attempts) > 1 else math.nan
+
+
+def elapsed_minutes(run_dir: Path, pattern: str) -> list[float]:
+    """The run's wall minutes (counted as :func:`wall_minutes` counts them) at each ``train.log`` line that matches
+    ``pattern``, e.g. each FID measurement."""
+    found, done = [], 0.0
+    for attempt in _attempts(run_dir):
+        start = attempt[0][0]
+        found += [done + (t - start).total_seconds() / 60 for t, line in attempt if re.search(pattern, line)]
+        done += (attempt[-1][0] - start).total_seconds() / 60
+    return found
 
 
 def load_result(run_dir: Path) -> RunResult:
