@@ -1,6 +1,7 @@
 """``scalelong-finetune-report``: the report of a transfer study (docs/results/finetune.md).
 
     scalelong-finetune-report docs/results/finetune/runs       # writes docs/results/finetune.md
+    scalelong-finetune-report A B --base A/base --out x.md     # runs of several directories, one base
 
 A transfer study is a base run (``ROOT/base``, trained from scratch) and sweeps of runs below ``ROOT`` that adapt it
 to new data (``finetune=full|difffit|bitfit|lsc``, any scaler) or train on that data from scratch. Runs are grouped
@@ -18,7 +19,8 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,17 +114,18 @@ def load_arm_run(run_dir: Path, base_scaler: str) -> ArmRun:
 
 
 class Study:
-    """The base run and the arms of a transfer study under ``root``."""
+    """The base run (``base``, else ``<first root>/base``) and the arms of the runs under ``roots``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        base_dir = root / "base"
+    def __init__(self, *roots: Path, base: Path | None = None) -> None:
+        self.roots = roots
+        self.base_dir = base_dir = Path(base) if base is not None else roots[0] / "base"
         if run_config(base_dir) is None:
             raise ScaleLongError(f"{base_dir} holds no run; a transfer study keeps its base run there "
                                  "(sh scripts/finetune_study.sh trains it)")
         self.base = load_arm_run(base_dir, "")
         self.base_scaler = scaler_name(run_config(base_dir))
-        dirs = [d for d in find_run_dirs(root)[0] if base_dir not in (d, *d.parents) and run_config(d) is not None]
+        dirs = sorted({d for root in roots for d in find_run_dirs(root)[0]
+                       if base_dir.resolve() not in (d.resolve(), *d.resolve().parents) and run_config(d) is not None})
         self.runs = [load_arm_run(d, self.base_scaler) for d in dirs]
         found = {r.arm for r in self.runs}
         self.arms = [a for a in ARMS if a in found] + sorted(found - set(ARMS))
@@ -134,11 +137,10 @@ class Study:
     def stat(self, arm: str, value: Callable[[ArmRun], float]) -> Stat:
         return stat(value(r) for r in self.of(arm))
 
-    def paired(self, arm: str, reference: str, value: Callable[[ArmRun, ArmRun], float | None]) -> Stat:
-        """``value(run, reference run)`` over the seeds both arms completed (None: not defined, counted as ∞)."""
+    def paired(self, arm: str, reference: str, value: Callable[[ArmRun, ArmRun], float]) -> Stat:
+        """``value(run, reference run)`` over the seeds both arms completed."""
         refs = {r.seed: r for r in self.of(reference)}
-        values = [value(r, refs[r.seed]) for r in self.of(arm) if r.seed in refs]
-        return stat(math.inf if v is None else v for v in values)
+        return stat(value(r, refs[r.seed]) for r in self.of(arm) if r.seed in refs)
 
 
 def half_way_target(curve: Curve) -> float:
@@ -146,12 +148,13 @@ def half_way_target(curve: Curve) -> float:
     return float(np.interp(curve.steps[-1] / 2, curve.steps, curve.values))
 
 
-def time_speedup(run: ArmRun, reference: ArmRun) -> float | None:
-    """Wall minutes the reference took to reach its own half-way FID / minutes the run took (None: never)."""
+def time_speedup(run: ArmRun, reference: ArmRun) -> float:
+    """Wall minutes the reference took to reach its own half-way FID / minutes the run took; 0 when the run never
+    reached it (as the reproduction reports count a speed-up), NaN without timed curves."""
     mine, theirs = run.fid_against_time, reference.fid_against_time
     if mine is None or theirs is None or reference.fid is None:
-        return None
-    return speedup(theirs, mine, half_way_target(reference.fid))
+        return math.nan
+    return speedup(theirs, mine, half_way_target(reference.fid)) or 0.0
 
 
 def checks(study: Study) -> dict[str, list[Check]]:
@@ -283,7 +286,8 @@ def write_csvs(study: Study, out: Path) -> None:
         for r in [study.base, *study.runs]:
             w.writerow(["base" if r is study.base else r.arm, r.seed, r.status, r.final_fid,
                         float(r.fid.values.min()) if r.fid is not None else math.nan, r.steps, r.minutes,
-                        r.seconds_per_step, r.trainable, r.total, r.checkpoint_bytes, r.path.relative_to(study.root)])
+                        r.seconds_per_step, r.trainable, r.total, r.checkpoint_bytes,
+                        os.path.relpath(r.path, out.parent)])
     with open(out / "fid_curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seed", "step", "wall_minutes", "fid"])
@@ -300,11 +304,12 @@ def prose(name: str) -> list[str]:
     return [path.read_text().strip(), ""] if path.is_file() else []
 
 
-def write_report(root: str | Path, out: str | Path) -> Path:
-    """Read the study under ``root`` and write the report ``out`` with its figures and raw CSVs in ``out``'s
-    directory under ``<stem>/``."""
-    root, out = Path(root), Path(out)
-    study = Study(root)
+def write_report(roots: Sequence[str | Path], out: str | Path, base: str | Path | None = None, note: str = "") -> Path:
+    """Read the study under ``roots`` (its base: ``base``, else ``<first root>/base``) and write the report ``out``
+    with its figures and raw CSVs in ``out``'s
+    directory under ``<stem>/``; ``note``, when given, is a paragraph under the title."""
+    out = Path(out)
+    study = Study(*map(Path, roots), base=None if base is None else Path(base))
     assets = out.parent / out.stem
     assets.mkdir(parents=True, exist_ok=True)
     rel = assets.name
@@ -317,7 +322,8 @@ def write_report(root: str | Path, out: str | Path) -> Path:
              "Generated by `scalelong-finetune-report` (`sh scripts/finetune_study.sh` reruns the study and writes "
              "this page). How to fine-tune and what each method trains: [docs/finetune.md](../finetune.md). Every "
              "number over seeds is mean ± std with n stated; a comparison holds when the ±1 std intervals over seeds "
-             "separate (`scalelong/reproduction/claims.py`).", "", *prose("finetune_setup.md"), "## Verdicts", "",
+             "separate (`scalelong/reproduction/claims.py`).", "", *([note, ""] if note else []),
+             *prose("finetune_setup.md"), "## Verdicts", "",
              markdown_table(["claim", "verdict", "why"], [[t, f"**{v[0]}**", v[1]] for t, v in verdicts.items()]),
              ""]
     for title, cs in claims.items():
@@ -334,7 +340,7 @@ def write_report(root: str | Path, out: str | Path) -> Path:
     if (names := sample_row(study, assets, "samples.png")) is not None:
         lines += ["## Samples", "", f"Last grids of seed 0 (EMA weights), upscaled 4×: {names}, left to right.", "",
                   f"![samples]({rel}/samples.png)", ""]
-    lines += ["## The base", "", f"`{root / 'base'}`: {base.status}, {base.steps} steps, "
+    lines += ["## The base", "", f"`{study.base_dir}`: {base.status}, {base.steps} steps, "
               f"{_fmt(base.minutes, '.1f')} wall minutes, final FID "
               f"{_fmt(base.final_fid, '.2f')} on its own classes"
               + (f" (FID at the last two measurements {base.fid.values[-2]:.2f} and {base.fid.values[-1]:.2f})"
@@ -353,15 +359,21 @@ def write_report(root: str | Path, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scalelong-finetune-report", description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="the study's runs, e.g. docs/results/finetune/runs")
+    parser.add_argument("roots", type=Path, nargs="+", help="the study's runs, e.g. docs/results/finetune/runs")
+    parser.add_argument("--base", type=Path, help="the base run (default: the first directory's base/)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/finetune.md"))
+    parser.add_argument("--note", type=Path, help="a Markdown file whose text goes under the title (e.g. which "
+                        "protocol the runs follow)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="scalelong-finetune-report: %(message)s")
-    if not args.root.is_dir():
-        parser.exit(1, f"scalelong-finetune-report: {args.root} is not a directory; pass the directory of a "
+    if args.note and not args.note.is_file():
+        parser.exit(1, f"scalelong-finetune-report: --note {args.note} is not a file; pass a Markdown file\n")
+    if missing := next((root for root in args.roots if not root.is_dir()), None):
+        parser.exit(1, f"scalelong-finetune-report: {missing} is not a directory; pass the directory of a "
                        "transfer study's runs (sh scripts/finetune_study.sh writes docs/results/finetune/runs)\n")
     try:
-        print(write_report(args.root, args.out))
+        note = args.note.read_text().strip() if args.note else ""
+        print(write_report(args.roots, args.out, args.base, note))
     except ScaleLongError as err:
         parser.exit(1, f"scalelong-finetune-report: {err}\n")
 

@@ -267,27 +267,29 @@ def test_the_default_adds_no_key_and_builds_the_model_of_today(tmp_path):
     assert [(len(g["params"]), g["weight_decay"], g["lr"]) for g in groups] == [(25, 0.03, 2e-4), (43, 0.0, 2e-4)]
 
 
-@pytest.mark.parametrize(("experiment", "scaler", "arms"), [
-    ("finetune_digits_scratch", "ConstantScaling", None),
-    ("finetune_digits_tune", "ConstantScaling", "full,difffit,bitfit"),
-    ("finetune_digits_ls", "LearnableScaling", "lsc,difffit"),
+@pytest.mark.parametrize(("experiment", "scaler", "arms", "lr", "lr_scale"), [
+    ("finetune_digits_scratch", "ConstantScaling", None, 2e-3, None),
+    ("finetune_digits_tune", "ConstantScaling", "full", 2e-4, 1),
+    ("finetune_digits_few", "ConstantScaling", "difffit,bitfit", 2e-3, 1),  # DiffFit's protocol: 10× full's lr
+    ("finetune_digits_ls", "LearnableScaling", "lsc,difffit", 2e-3, 1),
 ])
-def test_the_transfer_study_arms_compose_to_the_base_the_data_and_three_seeds(experiment, scaler, arms):
+def test_the_transfer_study_arms_compose_to_the_base_the_data_and_three_seeds(experiment, scaler, arms, lr, lr_scale):
     from scalelong.config import compose
 
     cfg = compose([f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params.seed == "0,1,2" and params.get("finetune") == arms
+    assert cfg.optim.lr == lr and OmegaConf.select(cfg, "finetune.lr_scale") == lr_scale
     assert cfg.scaler._target_.endswith(scaler) and cfg.data._target_.endswith("DigitsDataModule")
     assert (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_classes, cfg.trainer.max_steps) == (64, 12, 5, 2000)
     assert (cfg.data.image_size, list(cfg.data.classes), cfg.data.batch_size) == (8, [5, 6, 7, 8, 9], 16)
     if arms:
         stored = OmegaConf.to_container(cfg.finetune)
-        assert stored["method"] == "difffit"
+        assert stored["method"] == ("full" if arms == "full" else "difffit")  # the group's default of the sweep
         assert stored["from"].endswith("docs/results/finetune/runs/base/checkpoints/last.ckpt")
     base = compose(["experiment=finetune_base"])  # the same model on the other five classes, for longer
     assert list(base.data.classes) == [0, 1, 2, 3, 4] and base.trainer.max_steps == 3000
-    assert OmegaConf.to_container(base.model) == OmegaConf.to_container(cfg.model) | {"scaler": base.model.scaler}
+    assert OmegaConf.to_container(base.model) == OmegaConf.to_container(cfg.model)
 
 
 def test_the_commands_take_a_fine_tune_and_end_a_bad_base_in_one_line(tmp_path, cli):

@@ -57,9 +57,9 @@ ARMS = {
                 700_000, 8_000_000),
     "full": ("tune", ["experiment=finetune_digits_tune", "finetune=full"], [FULL, scaled(FULL, 1.04)], 0.10,
              700_000, 8_000_000),
-    "difffit": ("tune", ["experiment=finetune_digits_tune", "finetune=difffit"],
+    "difffit": ("few", ["experiment=finetune_digits_few", "finetune=difffit"],
                 [[38.0, 19.0, 12.0, 10.5], [38.0, 19.5, 12.5, 10.7]], 0.07, 7_000, 320_000),
-    "bitfit": ("tune", ["experiment=finetune_digits_tune", "finetune=bitfit"], [scaled(FULL, 1.4), scaled(FULL, 1.5)],
+    "bitfit": ("few", ["experiment=finetune_digits_few", "finetune=bitfit"], [scaled(FULL, 1.4), scaled(FULL, 1.5)],
                0.06, 3_500, 160_000),
     "lsc": ("ls", ["experiment=finetune_digits_ls", "finetune=lsc"], [scaled(FULL, 2.0), scaled(FULL, 2.1)], 0.06,
             2_100, 100_000),
@@ -111,22 +111,39 @@ def test_the_report_judges_difffit_s_claims_by_the_decision_rule_and_writes_its_
     with open(out.parent / "finetune" / "runs.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["arm"] for r in rows].count("difffit + ls") == 2 and rows[0]["arm"] == "base"
+    assert rows[0]["path"] == "../runs/base" and float(rows[0]["checkpoint_bytes"]) == BASE_BYTES
     with open(out.parent / "finetune" / "fid_curves.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4 * (1 + 2 * len(ARMS))
 
 
-def test_difffit_far_from_the_full_fine_tune_is_not_close(study_root: Path, tmp_path: Path) -> None:
-    """The same study with DiffFit's final FID 30% above the full fine-tune's: the first claim goes the other way."""
+def test_difffit_far_from_the_full_fine_tune_is_not_close_nor_faster(study_root: Path, tmp_path: Path) -> None:
+    """The same study with DiffFit stuck at FID 25, 2.5× the full fine-tune's final FID: the first claim goes the
+    other way, and a DiffFit that never reaches full's half-way FID (20) has a speed-up of 0, not a missing one."""
     for seed in (0, 1):
-        path = study_root / "tune" / f"difffit_{seed}" / "csv" / "metrics.csv"
-        lines = path.read_text().splitlines()
-        step, epoch, fid = lines[-1].split(",")
-        path.write_text("\n".join([*lines[:-1], f"{step},{epoch},{float(fid) * 1.3}"]) + "\n")
+        path = study_root / "few" / f"difffit_{seed}" / "csv" / "metrics.csv"
+        path.write_text(f"step,epoch,{METRIC}\n" + "".join(f"{step},0,25.0\n" for step in STEPS))
     out = tmp_path / "finetune.md"
     main([str(study_root), "--out", str(out)])
     verdicts = json.loads((tmp_path / "finetune" / "verdicts.json").read_text())
     assert verdicts["DiffFit's FID is close to a full fine-tune's"][0] == "inconclusive at this scale"
     assert "1 of 2 comparisons hold, 1 go the other way" in verdicts["DiffFit's FID is close to a full fine-tune's"][1]
+    assert "wall-time speed-up to full's half-way FID > 1: 0 ± 0 (n=2) vs 1.0 → opposite" in out.read_text()
+
+
+def test_runs_of_several_directories_share_the_base_given(study_root: Path, tmp_path: Path) -> None:
+    """An earlier protocol's runs kept apart (docs/results/finetune/first_protocol) reported with the study's base."""
+    elsewhere = tmp_path / "first_protocol"
+    elsewhere.mkdir()
+    (study_root / "few").rename(elsewhere / "few")
+    assert "difffit" not in Study(study_root).arms
+    study = Study(study_root / "tune", elsewhere, base=study_root / "base")
+    assert study.arms == ["full", "difffit", "bitfit"] and study.base.checkpoint_bytes == BASE_BYTES
+    out = tmp_path / "first.md"
+    (tmp_path / "note.md").write_text("The first protocol.\n")
+    main([str(study_root / "tune"), str(elsewhere), "--base", str(study_root / "base"), "--out", str(out),
+          "--note", str(tmp_path / "note.md")])
+    text = out.read_text()
+    assert "| difffit | 2 of 2 | 7,000 | 1.00% |" in text and "\n\nThe first protocol.\n\n" in text
 
 
 def test_a_study_without_its_base_or_directory_is_one_line(tmp_path: Path, capsys) -> None:
