@@ -332,6 +332,9 @@ def write_report(roots: Sequence[str | Path], out: str | Path, base: str | Path 
               f"base's {_fmt(base.checkpoint_bytes / 1e3, ',.0f')} kB, a full training checkpoint) and time per step "
               "from each run's `summary.json` and `train.log`; FID of the EMA weights at the last and the best "
               "measurement:", "", arm_table(study), ""]
+    timed = [r.minutes for r in [base, *study.runs] if math.isfinite(r.minutes)]
+    lines += [f"Budget: {len(timed)} runs (the base included), {sum(timed):.0f} run-minutes of wall time, each run on "
+              "one core.", "", *prose("finetune_reading.md")]
     figure = fid_figure(study)
     if figure is not None:
         figure.savefig(assets / "fid.png", dpi=110)
