@@ -113,6 +113,22 @@ def test_the_committed_conv_unet_verdicts_and_speedups_follow_from_its_raw_csvs(
     assert ls[-1] == "1.28 ± 0.15 (n=3)"  # the best speed-up the README quotes
 
 
+def test_a_study_that_dropped_uniform_compares_oscillation_with_none_alone() -> None:
+    """The U-ViT study may drop its ablations sweep (uniform, cs_reversed) for the budget, as its issue orders: claim
+    1 then compares with none only instead of counting every comparison with uniform as unclear."""
+    from scalelong.reproduction.claims import direction, oscillation
+
+    results = read_results_csv(CONV / "runs.csv", CONV / "fid_curves.csv")
+    kept = [r for r in results if r.setting.scaler not in ("uniform", "cs_reversed")]
+    study = load_study("conv_unet")
+    full, dropped = oscillation(Sweep(results, study)), oscillation(Sweep(kept, study))
+    assert (len(full.checks), len(dropped.checks)) == (24, 12)  # 2 metrics × 2 batches × (1 + 2 scalers) × references
+    assert all("uniform" not in c.text for c in dropped.checks)
+    assert [c.text for c in dropped.checks] == [c.text for c in full.checks if "uniform" not in c.text]
+    assert direction(Sweep(kept, study)).verdict == (
+        "inconclusive at this scale", "the runs it needs are missing")
+
+
 @pytest.mark.slow
 def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(miniature) -> None:
     root, report = miniature
@@ -136,6 +152,7 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
         minutes = elapsed_minutes(next(run), FID_LINE)                # report times them
         assert len(minutes) == 4 and minutes == sorted(minutes) and 0 < minutes[0] < minutes[-1] < 30
     assert "(n=2)" in text  # every number carries its seeds
+    assert ("Missing: the study's sweeps speed, shallow, kappa, ablations were not run under ") in text
     (record,) = json.loads((root / "budget.json").read_text())
     assert record["sweep"] == "frontier" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
     assert "| frontier | 1 |" in text  # the budget table reports the sweep's measured minutes

@@ -122,16 +122,18 @@ def oscillation(sweep: Sweep) -> Section:
     feat, grad = _osc("feat_level_mrc"), _osc("grad_mrc")
     depths = sorted({n for n, _ in sweep.cells})
     batches = sorted({b for _, b in sweep.cells})
+    # the unscaled references the study ran (a study may drop uniform for its budget: then none alone)
+    references = [m for m in ("none", "uniform") if any(s.scaler == m for s in sweep.groups)]
     checks = []
     for metric, name in ((feat, "feature"), (grad, "gradient")):
         for b in batches if len(depths) > 1 else []:
-            for m in ("none", "uniform"):
+            for m in references:
                 checks.append(Check(f"{name} oscillation of {m}, b={b}: N={depths[0]} < N={depths[-1]}",
                                     sweep.stat(metric, m, depths[0], b), sweep.stat(metric, m, depths[-1], b), "<",
                                     f"{name} oscillation grows with N"))
         for b in batches:
             for m in SCALED:
-                for ref in ("none", "uniform"):
+                for ref in references:
                     checks.append(Check(f"{name} oscillation, N={depths[-1]}, b={b}: {m} < {ref}",
                                         sweep.stat(metric, m, depths[-1], b), sweep.stat(metric, ref, depths[-1], b),
                                         "<", f"{name} oscillation reduced by cs and ls"))

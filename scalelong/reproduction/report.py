@@ -171,6 +171,11 @@ def missing_inputs(results: Sequence[RunResult], sweep: Sweep, root: Path) -> li
         lines.append(f"none of the {len(results)} runs under {root} is at the {study.backbone} study's recipe "
                      f"(optim.lr={study.lr:g}, cs_kappa={study.kappa:g}): no claim can compare them; its sweeps: "
                      f"{study.command}")
+    ran = [name for name in study.sweeps if (root / name).is_dir()]
+    if ran and (not_run := [name for name in study.sweeps if name not in ran]):
+        lines.append(f"the study's sweeps {', '.join(not_run)} were not run under {root}: the claims that need their "
+                     f"cells are inconclusive, the others compare what was run (`{study.command} --sweeps "
+                     f"{' '.join(not_run)}` runs them)")
     no_fid = [r for r in completed if r.fid is None]
     if no_fid:
         lines.append(f"{len(no_fid)} of the {len(completed)} completed runs under {root} logged no FID curve "
