@@ -34,7 +34,7 @@ from scalelong.eval.speedup import Curve, speedup
 from scalelong.plots.metrics import load_run
 from scalelong.reproduction.claims import Check, verdict
 from scalelong.reproduction.report import real_tile, tile_row
-from scalelong.reproduction.results import elapsed_minutes, wall_minutes
+from scalelong.reproduction.results import attempt_count, log_matches, wall_minutes
 from scalelong.runs.status import find_run_dirs, read_status, run_config
 from scalelong.scalers import SCALERS
 from scalelong.stats import Stat, markdown_table, stat
@@ -45,7 +45,8 @@ ARMS = ("scratch", "full", "difffit", "bitfit", "lsc", "difffit + ls")  # the re
 CLOSE_TO_FULL = 1.10  # "close to a full fine-tune": final FID at most 10% above it
 FEW_PARAMS = 0.02  # "far fewer parameters": under 2% of the model trainable (DiffFit: 0.12% of DiT-XL/2)
 SMALL_CHECKPOINT = 0.10  # and a checkpoint at most a tenth of a full one
-FID_LINE = r"\]\[scalelong\.callbacks\.fid\]\[INFO\] fid_\S+ = "
+# the FID callback's log line: "... fid_<data>-256/dpm_solver-10 = 14.1663 (1.5 s)" (value as logged, seconds taken)
+FID_LINE = r"\]\[scalelong\.callbacks\.fid\]\[INFO\] fid_\S+ = (\S+) \(([\d.]+) s\)"
 PROSE = Path(__file__).resolve().parent.parent / "docs" / "results" / "prose"
 
 
@@ -58,8 +59,10 @@ class ArmRun:
     seed: int
     status: str
     fid: Curve | None  # FID of the EMA weights against steps
-    fid_minutes: np.ndarray  # wall minutes of the run at each FID measurement
+    fid_minutes: np.ndarray  # wall minutes of the run at each FID measurement (NaN: not found in train.log)
     minutes: float
+    fid_seconds: float  # of those minutes, the seconds the FID measurements took
+    attempts: int  # 1, or more when the run was interrupted and resumed
     steps: int
     trainable: float
     total: float
@@ -71,12 +74,13 @@ class ArmRun:
 
     @property
     def seconds_per_step(self) -> float:
-        return 60 * self.minutes / self.steps if self.steps else math.nan
+        """Wall seconds per training step, the FID measurements left out (the same for every arm)."""
+        return (60 * self.minutes - self.fid_seconds) / self.steps if self.steps else math.nan
 
     @property
     def fid_against_time(self) -> Curve | None:
-        """FID against wall minutes (the measurements the log and the metrics agree on)."""
-        if self.fid is None or len(self.fid_minutes) != len(self.fid.values):
+        """FID against wall minutes; None when a measurement was not found in train.log."""
+        if self.fid is None or not np.isfinite(self.fid_minutes).all():
             return None
         return Curve(self.fid_minutes, self.fid.values)
 
@@ -107,8 +111,14 @@ def load_arm_run(run_dir: Path, base_scaler: str) -> ArmRun:
         if key := next((k for k in run.series if k.startswith("fid_")), None):
             steps = sorted(run.get(key))
             fid = Curve(np.array(steps), np.array([run.get(key)[s] for s in steps]))
-    return ArmRun(run_dir, arm_of(config, base_scaler), int(config.seed), status, fid,
-                  np.array(elapsed_minutes(run_dir, FID_LINE)), wall_minutes(run_dir), int(summary.get("step", 0)),
+    logged = log_matches(run_dir, FID_LINE)
+    at = {m.group(1): minutes for minutes, m in logged}  # a step measured again after a resume: its last line
+    minutes = np.array([at.get(f"{v:.4f}", math.nan) for v in fid.values]) if fid is not None else np.array([])
+    if not np.isfinite(minutes).all():
+        log.warning("%s: %d FID measurements are not in its train.log; it is left out of FID against wall time",
+                    run_dir, int((~np.isfinite(minutes)).sum()))
+    return ArmRun(run_dir, arm_of(config, base_scaler), int(config.seed), status, fid, minutes, wall_minutes(run_dir),
+                  sum(float(m.group(2)) for _, m in logged), attempt_count(run_dir), int(summary.get("step", 0)),
                   summary.get("trainable_params", math.nan), summary.get("total_params", math.nan),
                   summary.get("checkpoint_bytes", math.nan))
 
@@ -127,6 +137,11 @@ class Study:
         dirs = sorted({d for root in roots for d in find_run_dirs(root)[0]
                        if base_dir.resolve() not in (d.resolve(), *d.resolve().parents) and run_config(d) is not None})
         self.runs = [load_arm_run(d, self.base_scaler) for d in dirs]
+        seen: dict[tuple[str, int], Path] = {}
+        for r in self.runs:
+            if (other := seen.setdefault((r.arm, r.seed), r.path)) != r.path:
+                raise ScaleLongError(f"two runs of arm '{r.arm}' with seed {r.seed}: {other} and {r.path}; a study "
+                                     "holds one run per arm and seed (report the other protocol on its own)")
         found = {r.arm for r in self.runs}
         self.arms = [a for a in ARMS if a in found] + sorted(found - set(ARMS))
 
@@ -143,52 +158,44 @@ class Study:
         return stat(value(r, refs[r.seed]) for r in self.of(arm) if r.seed in refs)
 
 
-def half_way_target(curve: Curve) -> float:
-    """The FID a curve had half-way through training (the reproduction reports' speed-up target)."""
-    return float(np.interp(curve.steps[-1] / 2, curve.steps, curve.values))
-
-
 def time_speedup(run: ArmRun, reference: ArmRun) -> float:
-    """Wall minutes the reference took to reach its own half-way FID / minutes the run took; 0 when the run never
-    reached it (as the reproduction reports count a speed-up), NaN without timed curves."""
+    """Wall minutes the reference took to reach the FID both runs reach (the worse of their final FIDs) / the minutes
+    the run took; > 1: the run got there first. NaN without timed curves."""
     mine, theirs = run.fid_against_time, reference.fid_against_time
-    if mine is None or theirs is None or reference.fid is None:
+    if mine is None or theirs is None:
         return math.nan
-    return speedup(theirs, mine, half_way_target(reference.fid)) or 0.0
+    return speedup(theirs, mine, max(run.final_fid, reference.final_fid)) or math.nan
 
 
 def checks(study: Study) -> dict[str, list[Check]]:
     """DiffFit's three claims, and the question the study adds, as comparisons over seeds."""
-    ratio = study.paired("difffit", "full", lambda r, ref: r.final_fid / ref.final_fid)
-    few = {
-        arm: Check(f"{arm}: trainable / total < {FEW_PARAMS:.0%}", study.stat(arm, lambda r: r.trainable / r.total),
-                   FEW_PARAMS, "<", "trainable parameters")
-        for arm in ("difffit", "bitfit", "lsc")
-    }
-    base_bytes = study.base.checkpoint_bytes
+    final = ArmRun.final_fid.fget
     return {
         "DiffFit's FID is close to a full fine-tune's": [
-            Check(f"final FID of difffit / full (paired by seed) < {CLOSE_TO_FULL:g}", ratio, CLOSE_TO_FULL, "<"),
-            Check("final FID: difffit < scratch (the transfer helps)", study.stat("difffit", ArmRun.final_fid.fget),
-                  study.stat("scratch", ArmRun.final_fid.fget), "<"),
+            Check(f"final FID of difffit / full (paired by seed) < {CLOSE_TO_FULL:g}",
+                  study.paired("difffit", "full", lambda r, ref: r.final_fid / ref.final_fid), CLOSE_TO_FULL, "<"),
+            Check("final FID: difffit < scratch (the transfer helps)", study.stat("difffit", final),
+                  study.stat("scratch", final), "<"),
         ],
         "DiffFit trains faster than a full fine-tune": [
-            Check("seconds per step: difffit < full", study.stat("difffit", ArmRun.seconds_per_step.fget),
-                  study.stat("full", ArmRun.seconds_per_step.fget), "<", "per step"),
-            Check("wall-time speed-up to full's half-way FID > 1", study.paired("difffit", "full", time_speedup), 1.0,
-                  ">", "to a FID"),
+            Check("training seconds per step (FID measurements left out): difffit < full",
+                  study.stat("difffit", ArmRun.seconds_per_step.fget), study.stat("full", ArmRun.seconds_per_step.fget),
+                  "<", "per step"),
+            Check("wall-time speed-up to the FID both reach (the worse final FID of the pair) > 1",
+                  study.paired("difffit", "full", time_speedup), 1.0, ">", "to a FID"),
         ],
         "DiffFit trains far fewer parameters, in a far smaller checkpoint": [
-            *few.values(),
+            Check(f"difffit: trainable / total < {FEW_PARAMS:.0%}",
+                  study.stat("difffit", lambda r: r.trainable / r.total), FEW_PARAMS, "<", "trainable parameters"),
             Check(f"difffit: checkpoint / base's < {SMALL_CHECKPOINT:.0%}",
-                  study.stat("difffit", lambda r: r.checkpoint_bytes / base_bytes), SMALL_CHECKPOINT, "<",
-                  "checkpoint size"),
+                  study.stat("difffit", lambda r: r.checkpoint_bytes / study.base.checkpoint_bytes), SMALL_CHECKPOINT,
+                  "<", "checkpoint size"),
         ],
         "Letting the long-skip scalers adapt helps (this study's question)": [
-            Check("final FID: lsc < bitfit (fewer parameters, on the skips)", study.stat("lsc", ArmRun.final_fid.fget),
-                  study.stat("bitfit", ArmRun.final_fid.fget), "<", "lsc"),
-            Check("final FID: difffit + ls < difffit", study.stat("difffit + ls", ArmRun.final_fid.fget),
-                  study.stat("difffit", ArmRun.final_fid.fget), "<", "difffit + ls"),
+            Check("final FID: lsc < bitfit (fewer parameters, on the skips)", study.stat("lsc", final),
+                  study.stat("bitfit", final), "<", "lsc"),
+            Check("final FID: difffit + ls < difffit", study.stat("difffit + ls", final), study.stat("difffit", final),
+                  "<", "difffit + ls"),
         ],
     }
 
@@ -334,7 +341,13 @@ def write_report(roots: Sequence[str | Path], out: str | Path, base: str | Path 
               "measurement:", "", arm_table(study), ""]
     timed = [r.minutes for r in [base, *study.runs] if math.isfinite(r.minutes)]
     lines += [f"Budget: {len(timed)} runs (the base included), {sum(timed):.0f} run-minutes of wall time, each run on "
-              "one core.", "", *prose("finetune_reading.md")]
+              "one core.", ""]
+    resumed = [r for r in [base, *study.runs] if r.attempts > 1]
+    if resumed:
+        lines += ["Interrupted and resumed (their wall time sums the attempts' logged spans: the steps redone after "
+                  "the resume count, the time between an attempt's last log line and its interruption does not): "
+                  + ", ".join(f"`{r.path.name}` ({r.attempts} attempts)" for r in resumed) + ".", ""]
+    lines += prose("finetune_reading.md")
     figure = fid_figure(study)
     if figure is not None:
         figure.savefig(assets / "fid.png", dpi=110)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -121,6 +122,12 @@ def test_data_classes_keeps_those_labels_relabelled_in_their_order_and_names_the
         assert int(y) == 0 and x.equal(full_split[first_seven][0])
         assert Counter(int(part[i][1]) for i in range(len(part))) == {0: labels.count(7), 1: labels.count(2)}
     assert subset.train_set.fingerprint() != whole.train_set.fingerprint()
+    flipping = DigitsDataModule(image_size=8, classes=[7, 2], random_flip=True)  # a bare index draws its own flip
+    flipping.setup()
+    torch.manual_seed(0)
+    x = flipping.train_set.dataset.images[flipping.train_set.indices[0]]
+    drawn = [flipping.train_set[0][0] for _ in range(20)]
+    assert any(d.equal(x) for d in drawn) and any(d.equal(x.flip(-1)) for d in drawn)
     reordered = DigitsDataModule(image_size=8, classes=[2, 7])  # other labels: other data
     reordered.setup()
     assert reordered.train_set.fingerprint() != subset.train_set.fingerprint()
@@ -133,6 +140,9 @@ DISTINCT = "must list distinct labels in 0..9 (e.g. data.classes=[0,1,2,3,4])."
     (DigitsDataModule, [3, 3], f"data.classes=[3, 3] {DISTINCT}"),
     (DigitsDataModule, [10], f"data.classes=[10] {DISTINCT}"),
     (DigitsDataModule, [], f"data.classes=[] {DISTINCT}"),
+    (DigitsDataModule, [True, 2], f"data.classes=[True, 2] {DISTINCT}"),
+    (DigitsDataModule, 5, "data.classes=5 must be a list of labels (e.g. data.classes=[0,1,2,3,4])."),
+    (DigitsDataModule, "5", "data.classes='5' must be a list of labels (e.g. data.classes=[0,1,2,3,4])."),
     (CelebA64DataModule, [0], "data.classes=[0] selects labels, which CelebA64DataModule does not fix in advance; "
                               "set data.classes=null."),
 ])

@@ -18,6 +18,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from omegaconf import ListConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
@@ -107,8 +108,8 @@ class ClassSubset(Dataset[Sample]):
         return hashlib.sha256(f"{self.dataset.fingerprint()} classes {self.classes}".encode()).hexdigest()
 
     def __getitem__(self, key: Key) -> Sample:
-        index, flip = key if isinstance(key, tuple) else (key, False)
-        x, y = self.dataset[(self.indices[index], flip)]
+        # a bare index stays bare, so that the split draws its own flip as it does unwrapped
+        x, y = self.dataset[(self.indices[key[0]], key[1]) if isinstance(key, tuple) else self.indices[key]]
         return x, torch.tensor(self.relabel[int(y)], dtype=torch.long)
 
 
@@ -305,12 +306,14 @@ class ImageDataModule(LightningDataModule, ABC):
         """``classes`` as a tuple, or a ConfigError naming what is wrong with it."""
         if classes is None:
             return None
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence | ListConfig):
+            raise ConfigError(f"data.classes={classes!r} must be a list of labels (e.g. data.classes=[0,1,2,3,4]).")
         chosen = tuple(classes)
         labels = getattr(type(self), "num_classes", 0)
         if not labels:
             raise ConfigError(f"data.classes={list(chosen)} selects labels, which {type(self).__name__} does not "
                               "fix in advance; set data.classes=null.")
-        wrong = [c for c in chosen if not isinstance(c, int) or not 0 <= c < labels]
+        wrong = [c for c in chosen if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < labels]
         if not chosen or wrong or len(set(chosen)) != len(chosen):
             raise ConfigError(f"data.classes={list(chosen)} must list distinct labels in 0..{labels - 1} "
                               f"(e.g. data.classes=[0,1,2,3,4]).")

@@ -111,15 +111,26 @@ def wall_minutes(run_dir: Path) -> float:
     return sum(spans) if sum(len(a) for a in attempts) > 1 else math.nan
 
 
-def elapsed_minutes(run_dir: Path, pattern: str) -> list[float]:
-    """The run's wall minutes (counted as :func:`wall_minutes` counts them) at each ``train.log`` line that matches
-    ``pattern``, e.g. each FID measurement."""
+def log_matches(run_dir: Path, pattern: str | re.Pattern) -> list[tuple[float, re.Match]]:
+    """(the run's wall minutes, counted as :func:`wall_minutes` counts them, and the match) of each ``train.log``
+    line that ``pattern`` matches, e.g. each FID measurement."""
     found, done = [], 0.0
     for attempt in _attempts(run_dir):
         start = attempt[0][0]
-        found += [done + (t - start).total_seconds() / 60 for t, line in attempt if re.search(pattern, line)]
+        found += [(done + (t - start).total_seconds() / 60, m)
+                  for t, line in attempt if (m := re.search(pattern, line))]
         done += (attempt[-1][0] - start).total_seconds() / 60
     return found
+
+
+def elapsed_minutes(run_dir: Path, pattern: str | re.Pattern) -> list[float]:
+    """The run's wall minutes at each ``train.log`` line that matches ``pattern`` (:func:`log_matches`)."""
+    return [minutes for minutes, _ in log_matches(run_dir, pattern)]
+
+
+def attempt_count(run_dir: Path) -> int:
+    """How many attempts (the first and each resume) the run's ``train.log`` records."""
+    return len(_attempts(run_dir))
 
 
 def load_result(run_dir: Path) -> RunResult:
