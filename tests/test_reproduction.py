@@ -28,7 +28,7 @@ SECTIONS = ["## Verdicts", "## Setup", "## Claim 1", "## Claim 2", "## Claim 3",
 CONV = ROOT / "docs" / "results" / "cpu_reproduction"
 SWEEP_SIZES = {  # the run counts stated in conf/experiment/<recipe>_<sweep>.yaml
     "conv_unet": {"main": 60, "kappa": 6, "lr": 18},
-    "uvit": {"frontier": 90, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
+    "uvit": {"frontier": 90, "frontier_edge": 9, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
 }
 
 
