@@ -46,7 +46,7 @@ def imported_modules(source: str, package: str) -> set[str]:
 def test_the_cli_modules_are_the_console_entry_points() -> None:
     assert cli_modules() == {"scalelong.train", "scalelong.sample", "scalelong.dashboard", "scalelong.kappa",
                              "scalelong.aggregate", "scalelong.report", "scalelong.eval.cli",
-                             "scalelong.bench.cli"}
+                             "scalelong.bench.cli", "scalelong.transfer"}
     assert all((ROOT / (name.replace(".", "/") + ".py")).is_file() for name in cli_modules())
 
 

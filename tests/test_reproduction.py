@@ -152,7 +152,7 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
         minutes = elapsed_minutes(next(run), FID_LINE)                # report times them
         assert len(minutes) == 4 and minutes == sorted(minutes) and 0 < minutes[0] < minutes[-1] < 30
     assert "(n=2)" in text  # every number carries its seeds
-    assert ("Missing: the study's sweeps speed, shallow, kappa, ablations were not run under ") in text
+    assert "Missing: the study's sweeps frontier_edge, speed, shallow, kappa, ablations were not run under " in text
     (record,) = json.loads((root / "budget.json").read_text())
     assert record["sweep"] == "frontier" and record["exit"] == 0 and 0 < record["cpu_minutes"] < 30
     assert "| frontier | 1 |" in text  # the budget table reports the sweep's measured minutes
