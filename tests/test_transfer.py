@@ -79,15 +79,21 @@ ARMS = {
 }
 
 
-@pytest.fixture
-def study_root(tmp_path: Path) -> Path:
-    root = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def written_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study") / "runs"
     write_run(root / "base", ["experiment=finetune_base"], [50.0, 30.0, 20.0, 18.0], 0.06, 700_000, BASE_BYTES)
     for arm, (sweep, overrides, curves, per_step, trainable, size) in ARMS.items():
         for seed, fids in enumerate(curves):
             write_run(root / sweep / f"{arm.replace(' + ', '_')}_{seed}", overrides, fids, per_step, trainable, size,
                       seed=seed)
     return root
+
+
+@pytest.fixture
+def study_root(written_study: Path, tmp_path: Path) -> Path:
+    """A copy of the study each test may change."""
+    return Path(shutil.copytree(written_study, tmp_path / "runs"))
 
 
 def test_runs_are_grouped_into_arms_by_method_and_switched_scaler(study_root: Path) -> None:
