@@ -27,16 +27,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from scalelong.errors import ScaleLongError
 from scalelong.eval.speedup import Curve, speedup
 from scalelong.plots.metrics import load_run
 from scalelong.reproduction.claims import Check, verdict
-from scalelong.reproduction.report import real_tile, tile_row
-from scalelong.reproduction.results import attempt_count, log_matches, wall_minutes
+from scalelong.reproduction.report import last_grids, tile_row
+from scalelong.reproduction.results import attempt_count, fid_curve, log_matches, scaler_name, wall_minutes
 from scalelong.runs.status import find_run_dirs, read_status, run_config
-from scalelong.scalers import SCALERS
 from scalelong.stats import Stat, markdown_table, stat
 
 log = logging.getLogger(__name__)
@@ -85,11 +83,6 @@ class ArmRun:
         return Curve(self.fid_minutes, self.fid.values)
 
 
-def scaler_name(config: DictConfig) -> str:
-    cls = config.scaler._target_.rsplit(".", 1)[-1]
-    return next((n for n, c in SCALERS.items() if c.__name__ == cls), cls)
-
-
 def arm_of(config: DictConfig, base_scaler: str) -> str:
     """``scratch`` (no fine-tune), or the fine-tune method, with `` + <scaler>`` when a method other than ``lsc``
     (whose point is the scaler) switched the base's scaler."""
@@ -105,12 +98,7 @@ def load_arm_run(run_dir: Path, base_scaler: str) -> ArmRun:
     status = (read_status(run_dir) or {"status": "running"})["status"]
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    fid = None
-    if (run_dir / "csv" / "metrics.csv").is_file():
-        run = load_run(run_dir)
-        if key := next((k for k in run.series if k.startswith("fid_")), None):
-            steps = sorted(run.get(key))
-            fid = Curve(np.array(steps), np.array([run.get(key)[s] for s in steps]))
+    fid = fid_curve(load_run(run_dir) if (run_dir / "csv" / "metrics.csv").is_file() else None)
     logged = log_matches(run_dir, FID_LINE)
     at = {m.group(1): minutes for minutes, m in logged}  # a step measured again after a resume: its last line
     minutes = np.array([at.get(f"{v:.4f}", math.nan) for v in fid.values]) if fid is not None else np.array([])
@@ -237,17 +225,8 @@ def fid_figure(study: Study) -> Figure | None:
 
 def sample_row(study: Study, out: Path, name: str) -> str | None:
     """Real images of the new data, then the last grid of seed 0 of every arm; None without grids."""
-    tiles, names = [], []
-    for arm in study.arms:
-        run = next(iter(study.of(arm)), None)
-        grids = sorted((run.path / "samples").glob("*.png")) if run else []
-        if not grids:
-            continue
-        if not tiles and (real := real_tile(run)) is not None:
-            tiles.append(real)
-            names.append("real images")
-        tiles.append(Image.open(grids[-1]).convert("L"))
-        names.append(arm)
+    tiles, names = last_grids([(arm, next((r.path for r in study.of(arm)), None)) for arm in study.arms],
+                              "real images")
     if not tiles:
         return None
     tile_row(tiles).save(out / name)
@@ -255,11 +234,10 @@ def sample_row(study: Study, out: Path, name: str) -> str | None:
 
 
 def base_row(study: Study, out: Path, name: str) -> bool:
-    grids = sorted((study.base.path / "samples").glob("*.png"))
-    if not grids:
+    tiles, _ = last_grids([("base", study.base.path)])
+    if not tiles:
         return False
-    real = real_tile(study.base)
-    tile_row([*([real] if real is not None else []), Image.open(grids[-1]).convert("L")]).save(out / name)
+    tile_row(tiles).save(out / name)
     return True
 
 

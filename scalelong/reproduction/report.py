@@ -43,10 +43,10 @@ BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by script
 VERDICTS_FILE = "verdicts.json"
 
 
-def real_tile(run: RunResult, data_dir: Path = REPO_ROOT / "data") -> Image.Image | None:
+def real_tile(run_dir: Path, data_dir: Path = REPO_ROOT / "data") -> Image.Image | None:
     """As many training images of a run's dataset as its sample grids hold, read under ``data_dir`` (never the root
     the run stored), laid out like those grids; None, with a log line, when the data is not there."""
-    config = run_config(run.path)
+    config = run_config(run_dir)
     if config is None:
         return None
     count = OmegaConf.select(config, "callbacks.samples.num_samples", default=64)
@@ -72,21 +72,31 @@ def tile_row(tiles: Sequence[Image.Image], scale: int = 4, gap: int = 4) -> Imag
     return canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
 
 
+def last_grids(runs: Sequence[tuple[str, Path | None]], real: str = "real training images"
+               ) -> tuple[list[Image.Image], list[str]]:
+    """(tiles, their labels): the last sample grid of each ``(label, run directory)`` that has one, after a grid of
+    real training images of the first such run's data."""
+    tiles, names = [], []
+    for label, run_dir in runs:
+        grids = sorted((run_dir / "samples").glob("*.png")) if run_dir is not None else []
+        if not grids:
+            continue
+        if not tiles and (real_images := real_tile(run_dir)) is not None:
+            tiles.append(real_images)
+            names.append(real)
+        tiles.append(Image.open(grids[-1]).convert("L"))
+        names.append(label)
+    return tiles, names
+
+
 def sample_grids(sweep: Sweep, out: Path, scale: int = 4) -> list[tuple[str, str]]:
     """Per cell (depth, batch), the last sample grid of seed 0 of each method, side by side after a grid of real
     training images and upscaled (8×8 images are too small to judge otherwise): ``[(caption, file name)]``."""
     written = []
     for n, b in sorted(sweep.cells):
-        tiles, names = [], []
-        for m in METHODS:
-            run = next((r for r in sorted(sweep.runs(m, n, b), key=lambda r: r.seed) if r.status == "completed"), None)
-            grids = sorted((run.path / "samples").glob("*.png")) if run else []
-            if grids:
-                if not tiles and (real := real_tile(run)) is not None:
-                    tiles.append(real)
-                    names.append("real training images")
-                tiles.append(Image.open(grids[-1]).convert("L"))
-                names.append(m)
+        first = {m: next((r.path for r in sorted(sweep.runs(m, n, b), key=lambda r: r.seed)
+                          if r.status == "completed"), None) for m in METHODS}
+        tiles, names = last_grids(list(first.items()))
         if not tiles:
             continue
         name = f"samples_N{n}_b{b}.png"

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scalelong.eval.speedup import Curve, speedup
 from scalelong.kappa_range import num_skips_of
-from scalelong.plots.metrics import load_run
+from scalelong.plots.metrics import Run, load_run
 from scalelong.plots.page import summary
 from scalelong.reproduction.study import Study
 from scalelong.runs.status import find_run_dirs, read_status, run_config
@@ -76,10 +76,24 @@ class RunResult:
         return float(self.fid.values[-1]) if self.status == "completed" and self.fid is not None else math.nan
 
 
+def scaler_name(config: DictConfig) -> str:
+    """The ``conf/scaler`` option of a run's composed config (the class name if it is none of them)."""
+    cls = config.scaler._target_.rsplit(".", 1)[-1]
+    return next((n for n, c in SCALERS.items() if c.__name__ == cls), cls)
+
+
+def fid_curve(run: Run | None) -> Curve | None:
+    """The FID callback's curve of a run's metrics (its first ``fid_*`` series), None without one."""
+    key = next((k for k in run.series if k.startswith("fid_")), None) if run is not None else None
+    if key is None:
+        return None
+    steps = sorted(run.get(key))
+    return Curve(np.array(steps), np.array([run.get(key)[s] for s in steps]))
+
+
 def setting_of(config: DictConfig) -> Setting:
     """The :class:`Setting` of a run's composed config."""
-    cls = config.scaler._target_.rsplit(".", 1)[-1]
-    scaler = next((n for n, c in SCALERS.items() if c.__name__ == cls), cls)
+    scaler = scaler_name(config)
     kappa = config.scaler.get("kappa") if scaler in ("cs", "cs_reversed") else None
     return Setting(num_skips_of(config.model), int(config.data.batch_size), scaler,
                    None if kappa is None else float(kappa), float(config.optim.lr))
@@ -141,10 +155,7 @@ def load_result(run_dir: Path) -> RunResult:
     if outcome == "failed" and "NonFiniteLoss" in status.get("error", ""):
         outcome = "diverged"
     run = load_run(run_dir) if (run_dir / "csv" / "metrics.csv").is_file() else None
-    fid = None
-    if run is not None and (key := next((k for k in run.series if k.startswith("fid_")), None)):
-        steps = sorted(run.get(key))
-        fid = Curve(np.array(steps), np.array([run.get(key)[s] for s in steps]))
+    fid = fid_curve(run)
     result = RunResult(run_dir, setting_of(config), int(config.seed), outcome, fid, minutes=wall_minutes(run_dir))
     if run is not None and outcome == "completed":
         result.oscillation = summary(run, start=2 * int(config.optim.warmup_steps))
