@@ -11,14 +11,16 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from scalelong.config import compose
 from scalelong.kappa_range import num_skips_of
 from scalelong.reproduction import load_study
-from scalelong.reproduction.claims import Check, bracket, sections, trains_up_to, verdict
-from scalelong.reproduction.results import Sweep, read_results_csv, wall_minutes
+from scalelong.reproduction.claims import Check, bracket, frontier, sections, trains_up_to, verdict
+from scalelong.reproduction.results import RunResult, Setting, Sweep, read_results_csv, wall_minutes
+from scalelong.eval.speedup import Curve
 from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
 
@@ -79,6 +81,32 @@ def test_the_frontier_table_says_whether_the_grid_spans_from_every_method_traini
                                   "before the last method fails).")
     fids["ls"][2] = Stat(math.nan, math.nan, 0, diverged=3)
     assert bracket(lrs, fids).endswith("every method fails at lr 0.008.")
+
+
+def test_the_frontier_compares_where_none_fails_and_another_method_trains_not_where_every_method_fails() -> None:
+    """Grid 2e-3 … 8e-3 (3 seeds each): none collapses (FID 16) from 4e-3, cs trains up to 4e-3 and loses one seed of
+    three at 2e-3, every method fails at 8e-3. Only lr 4e-3 is a comparison; 8e-3 bounds the grid; cs's lost seed
+    where none trains is counted in the text, not in the verdict."""
+    study = load_study("uvit")
+    lrs = [study.lr, 2 * study.lr, 4 * study.lr]
+    final = {"none": [[8.0, 8.2, 8.1], [16.0, 15.9, 16.1], [16.0, 16.2, 15.8]],
+             "cs": [[8.1, 8.0, 15.9], [8.2, 8.3, 8.1], [15.9, 16.0, 16.1]]}
+    runs = [RunResult(Path(f"{m}-{lr}-{seed}"), Setting(12, 16, m, study.kappa if m == "cs" else None, lr), seed,
+                      "completed", Curve(np.array([1000, 3000]), np.array([12.0, fid])))
+            for m, grid in final.items() for lr, fids in zip(lrs, grid) for seed, fid in enumerate(fids)]
+    section = frontier(Sweep(runs, study))
+    assert [c.text for c in section.checks] == [f"N=12, b=16, lr {lrs[1]:g} (none fails): FID of cs < FID of none"]
+    assert section.verdict[0] == "reproduced"
+    assert f"every method fails at lr {lrs[2]:g}." in section.body
+    assert "| cs | 1/3 | 0/3 | 3/3 |" in section.body and "| none | 0/3 | 3/3 | 3/3 |" in section.body
+    assert f"At the lrs where none trains (≤ {lrs[0]:g}), seeds lost: cs 1/3" in section.body
+    final["cs"][1] = [16.1, 16.0, 15.9]  # now every method fails above none's frontier: nothing to compare
+    runs = [r for r in runs if not (r.setting.scaler == "cs" and r.setting.lr == lrs[1])] + [
+        RunResult(Path(f"cs-{lrs[1]}-{s}"), Setting(12, 16, "cs", study.kappa, lrs[1]), s, "completed",
+                  Curve(np.array([1000, 3000]), np.array([12.0, f]))) for s, f in enumerate(final["cs"][1])]
+    assert frontier(Sweep(runs, study)).verdict == (
+        "inconclusive at this scale", "no lr of the grid where none fails and another method still trains (or the "
+                                      "grid was not run), so there is no lr at which to compare")
 
 
 def test_the_shallow_and_deep_unets_have_6_and_12_lscs() -> None:
