@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from scalelong.config import compose
+from scalelong.eval.speedup import Curve
 from scalelong.kappa_range import num_skips_of
 from scalelong.reproduction import load_study
 from scalelong.reproduction.claims import Check, bracket, frontier, sections, trains_up_to, verdict
 from scalelong.reproduction.results import RunResult, Setting, Sweep, read_results_csv, wall_minutes
-from scalelong.eval.speedup import Curve
 from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
 
@@ -51,7 +51,7 @@ def test_every_repro_sweep_composes_with_its_documented_size(study: str, sweep: 
     assert size == SWEEP_SIZES[study][sweep]
     assert params.seed == "0,1,2"  # every cell has 3 seeds
     # Seeds outermost (an interrupted sweep holds every setting for its finished seeds), except in the U-ViT sweeps
-    # the budget may cut, where seeds vary fastest so that an interrupted sweep holds whole cells (drop cells, not seeds).
+    # the budget may cut, where seeds vary fastest: an interrupted sweep holds whole cells (drop cells, not seeds).
     assert list(params).index("seed") == (len(params) - 1 if (study, sweep) in SEEDS_INNERMOST else 0)
 
 
@@ -177,7 +177,15 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     ls = [r for r in rows if r["scaler"] == "ls"]
     assert all(0 < float(r["ls_fit_kappa"]) < 2 for r in ls)
     with open(report.parent / "cpu_reproduction_uvit" / "fid_curves.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+        curves = list(csv.DictReader(f))
+    assert len(curves) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+    none = [r["run"] for r in rows if r["scaler"] == "none"]
+    change = [abs(float(last["fid"]) / float(before["fid"]) - 1) for run in none for before, last in
+              [[c for c in curves if c["run"] == run and c["step"] in ("74", "99")]]]
+    flattened = "yes" if max(change) <= 0.10 else "no"  # whether the none baseline stopped improving, per seed
+    before = stat(float(c["fid"]) for c in curves if c["run"] in none and c["step"] == "74")
+    row = text.split("| N=6, b=16 | 74 → 99 | ")[1].split("\n")[0]
+    assert row.startswith(f"{before} |") and row.endswith(f"| {flattened} |")
     from scalelong.reproduction.results import elapsed_minutes
     from scalelong.transfer import FID_LINE
 
