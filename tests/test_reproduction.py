@@ -160,6 +160,15 @@ def test_a_study_that_dropped_uniform_compares_oscillation_with_none_alone() -> 
     assert [c.text for c in dropped.checks] == [c.text for c in full.checks if "uniform" not in c.text]
     assert direction(Sweep(kept, study)).verdict == (
         "inconclusive at this scale", "the runs it needs are missing")
+    # cells dropped one by one (the U-ViT ablations sweep runs cs_reversed's deep cells first): the cells run are
+    # compared, the others named; uniform is a reference only where it ran
+    deep = [r for r in results if r.setting.scaler not in ("uniform", "cs_reversed") or r.setting.skips == 12]
+    partial = direction(Sweep(deep, study))
+    assert [c.text for c in partial.checks] == [c.text for c in direction(Sweep(results, study)).checks
+                                                if c.text.startswith("N=12")] and len(partial.checks) == 2
+    assert "cs_reversed was not run (dropped for the budget) at N=6, b=16; N=6, b=64" in partial.body
+    assert [c.text for c in oscillation(Sweep(deep, study)).checks] == [  # uniform's growth with N needs both depths
+        c.text for c in full.checks if not ("uniform" in c.text and "grows with N" in c.part)]
 
 
 @pytest.mark.slow
