@@ -11,14 +11,16 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from scalelong.config import compose
+from scalelong.eval.speedup import Curve
 from scalelong.kappa_range import num_skips_of
 from scalelong.reproduction import load_study
-from scalelong.reproduction.claims import Check, bracket, sections, trains_up_to, verdict
-from scalelong.reproduction.results import Sweep, read_results_csv, wall_minutes
+from scalelong.reproduction.claims import Check, bracket, frontier, sections, trains_up_to, verdict
+from scalelong.reproduction.results import RunResult, Setting, Sweep, read_results_csv, wall_minutes
 from scalelong.stats import Stat, compare, stat
 from scalelong.sweeps import sweep_size
 
@@ -28,7 +30,7 @@ SECTIONS = ["## Verdicts", "## Setup", "## Claim 1", "## Claim 2", "## Claim 3",
 CONV = ROOT / "docs" / "results" / "cpu_reproduction"
 SWEEP_SIZES = {  # the run counts stated in conf/experiment/<recipe>_<sweep>.yaml
     "conv_unet": {"main": 60, "kappa": 6, "lr": 18},
-    "uvit": {"frontier": 90, "frontier_edge": 9, "speed": 9, "shallow": 9, "kappa": 6, "ablations": 24},
+    "uvit": {"frontier": 90, "frontier_edge": 9, "speed": 9, "shallow": 9, "kappa": 12, "ablations": 24},
 }
 
 SEEDS_INNERMOST = {("uvit", "kappa"), ("uvit", "ablations")}
@@ -49,7 +51,7 @@ def test_every_repro_sweep_composes_with_its_documented_size(study: str, sweep: 
     assert size == SWEEP_SIZES[study][sweep]
     assert params.seed == "0,1,2"  # every cell has 3 seeds
     # Seeds outermost (an interrupted sweep holds every setting for its finished seeds), except in the U-ViT sweeps
-    # the budget may cut, where seeds vary fastest so that an interrupted sweep holds whole cells (drop cells, not seeds).
+    # the budget may cut, where seeds vary fastest: an interrupted sweep holds whole cells (drop cells, not seeds).
     assert list(params).index("seed") == (len(params) - 1 if (study, sweep) in SEEDS_INNERMOST else 0)
 
 
@@ -79,6 +81,32 @@ def test_the_frontier_table_says_whether_the_grid_spans_from_every_method_traini
                                   "before the last method fails).")
     fids["ls"][2] = Stat(math.nan, math.nan, 0, diverged=3)
     assert bracket(lrs, fids).endswith("every method fails at lr 0.008.")
+
+
+def test_the_frontier_compares_where_none_fails_and_another_method_trains_not_where_every_method_fails() -> None:
+    """Grid 2e-3 … 8e-3 (3 seeds each): none collapses (FID 16) from 4e-3, cs trains up to 4e-3 and loses one seed of
+    three at 2e-3, every method fails at 8e-3. Only lr 4e-3 is a comparison; 8e-3 bounds the grid; cs's lost seed
+    where none trains is counted in the text, not in the verdict."""
+    study = load_study("uvit")
+    lrs = [study.lr, 2 * study.lr, 4 * study.lr]
+    final = {"none": [[8.0, 8.2, 8.1], [16.0, 15.9, 16.1], [16.0, 16.2, 15.8]],
+             "cs": [[8.1, 8.0, 15.9], [8.2, 8.3, 8.1], [15.9, 16.0, 16.1]]}
+    runs = [RunResult(Path(f"{m}-{lr}-{seed}"), Setting(12, 16, m, study.kappa if m == "cs" else None, lr), seed,
+                      "completed", Curve(np.array([1000, 3000]), np.array([12.0, fid])))
+            for m, grid in final.items() for lr, fids in zip(lrs, grid) for seed, fid in enumerate(fids)]
+    section = frontier(Sweep(runs, study))
+    assert [c.text for c in section.checks] == [f"N=12, b=16, lr {lrs[1]:g} (none fails): FID of cs < FID of none"]
+    assert section.verdict[0] == "reproduced"
+    assert f"every method fails at lr {lrs[2]:g}." in section.body
+    assert "| cs | 1/3 | 0/3 | 3/3 |" in section.body and "| none | 0/3 | 3/3 | 3/3 |" in section.body
+    assert f"At the lrs where none trains (≤ {lrs[0]:g}), seeds lost: cs 1/3" in section.body
+    final["cs"][1] = [16.1, 16.0, 15.9]  # now every method fails above none's frontier: nothing to compare
+    runs = [r for r in runs if not (r.setting.scaler == "cs" and r.setting.lr == lrs[1])] + [
+        RunResult(Path(f"cs-{lrs[1]}-{s}"), Setting(12, 16, "cs", study.kappa, lrs[1]), s, "completed",
+                  Curve(np.array([1000, 3000]), np.array([12.0, f]))) for s, f in enumerate(final["cs"][1])]
+    assert frontier(Sweep(runs, study)).verdict == (
+        "inconclusive at this scale", "no lr of the grid where none fails and another method still trains (or the "
+                                      "grid was not run), so there is no lr at which to compare")
 
 
 def test_the_shallow_and_deep_unets_have_6_and_12_lscs() -> None:
@@ -118,6 +146,37 @@ def test_the_committed_conv_unet_verdicts_and_speedups_follow_from_its_raw_csvs(
     assert ls[-1] == "1.28 ± 0.15 (n=3)"  # the best speed-up the README quotes
 
 
+def test_the_committed_uvit_report_rests_on_three_seeds_and_follows_from_its_raw_csvs() -> None:
+    """docs/results/cpu_reproduction_uvit.md: recomputed from its runs.csv and fid_curves.csv, every verdict (six
+    claims and the frontier) matches; every number a verdict compares has 3 seeds; the frontier spans ≥ 4 lrs at both
+    depths; the none baseline has flattened in every cell; the figures exist; the README states both backbones'
+    verdicts side by side."""
+    import re
+
+    uvit = ROOT / "docs" / "results" / "cpu_reproduction_uvit"
+    sweep = Sweep(read_results_csv(uvit / "runs.csv", uvit / "fid_curves.csv"), load_study("uvit"))
+    text = (uvit.parent / "cpu_reproduction_uvit.md").read_text()
+    secs = sections(sweep)
+    for section in secs:
+        assert f"| {section.title} | **{section.verdict[0]}** | {section.verdict[1]} |" in text
+        for check in section.checks:
+            for s in (check.a, check.b):
+                assert not isinstance(s, Stat) or s.n + s.diverged in (0, 3), check  # 3 seeds, or not run at all
+    assert all(len(sweep.lrs((n, 16))) >= 4 for n in (6, 12))
+    flat = [line for line in text.split("## Samples")[1].split("## Measured budget")[0].splitlines()
+            if line.startswith("| N=")]
+    assert len(flat) == len(sweep.cells) == 4 and all(line.endswith("| yes |") for line in flat)
+    figures = re.findall(r"!\[\w+\]\((cpu_reproduction_uvit/\w+\.png)\)", text)
+    assert len(figures) >= 8 and all((uvit.parent / f).stat().st_size > 5000 for f in figures)
+    readme = (ROOT / "README.md").read_text()
+    rows = [line for line in readme.split("| claim | conv UNet")[1].splitlines()[2:] if line.startswith("|")]
+    assert len(rows) == len(secs)
+    conv = sections(Sweep(read_results_csv(CONV / "runs.csv", CONV / "fid_curves.csv"), load_study("conv_unet")))
+    for row, section, conv_section in zip(rows, secs, conv):
+        for column, verdict_of in ((1, conv_section), (2, section)):
+            assert row.split(" | ")[column].startswith(verdict_of.verdict[0].replace(" at this scale", "")), row
+
+
 def test_a_study_that_dropped_uniform_compares_oscillation_with_none_alone() -> None:
     """The U-ViT study may drop its ablations sweep (uniform, cs_reversed) for the budget, as its issue orders: claim
     1 then compares with none only instead of counting every comparison with uniform as unclear."""
@@ -132,6 +191,15 @@ def test_a_study_that_dropped_uniform_compares_oscillation_with_none_alone() -> 
     assert [c.text for c in dropped.checks] == [c.text for c in full.checks if "uniform" not in c.text]
     assert direction(Sweep(kept, study)).verdict == (
         "inconclusive at this scale", "the runs it needs are missing")
+    # cells dropped one by one (the U-ViT ablations sweep runs cs_reversed's deep cells first): the cells run are
+    # compared, the others named; uniform is a reference only where it ran
+    deep = [r for r in results if r.setting.scaler not in ("uniform", "cs_reversed") or r.setting.skips == 12]
+    partial = direction(Sweep(deep, study))
+    assert [c.text for c in partial.checks] == [c.text for c in direction(Sweep(results, study)).checks
+                                                if c.text.startswith("N=12")] and len(partial.checks) == 2
+    assert "cs_reversed was not run (dropped for the budget) at N=6, b=16; N=6, b=64" in partial.body
+    assert [c.text for c in oscillation(Sweep(deep, study)).checks] == [  # uniform's growth with N needs both depths
+        c.text for c in full.checks if not ("uniform" in c.text and "grows with N" in c.part)]
 
 
 @pytest.mark.slow
@@ -149,7 +217,15 @@ def test_the_miniature_sweep_runs_end_to_end_and_the_report_has_every_section(mi
     ls = [r for r in rows if r["scaler"] == "ls"]
     assert all(0 < float(r["ls_fit_kappa"]) < 2 for r in ls)
     with open(report.parent / "cpu_reproduction_uvit" / "fid_curves.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+        curves = list(csv.DictReader(f))
+    assert len(curves) == 4 * 4  # FID at steps 24, 49, 74, 99 of each run
+    none = [r["run"] for r in rows if r["scaler"] == "none"]
+    change = [abs(float(last["fid"]) / float(before["fid"]) - 1) for run in none for before, last in
+              [[c for c in curves if c["run"] == run and c["step"] in ("74", "99")]]]
+    flattened = "yes" if max(change) <= 0.10 else "no"  # whether the none baseline stopped improving, per seed
+    before = stat(float(c["fid"]) for c in curves if c["run"] in none and c["step"] == "74")
+    row = text.split("| N=6, b=16 | 74 → 99 | ")[1].split("\n")[0]
+    assert row.startswith(f"{before} |") and row.endswith(f"| {flattened} |")
     from scalelong.reproduction.results import elapsed_minutes
     from scalelong.transfer import FID_LINE
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from scalelong.errors import ScaleLongError
 from scalelong.paper_scale import paper_scale_markdown
+from scalelong.plots.reproduction import cell_label
 from scalelong.reproduction.claims import METHODS, Section, sections, speedup_figure
 from scalelong.reproduction.results import (
     RunResult,
@@ -34,13 +35,35 @@ from scalelong.reproduction.results import (
 from scalelong.reproduction.study import REPO_ROOT, Study, load_study, studies
 from scalelong.runs.status import run_config
 from scalelong.sampling import grid
-from scalelong.stats import markdown_table
+from scalelong.stats import markdown_table, stat
 from scalelong.sweeps import aggregate, find_runs, incomplete_jobs, to_markdown
 
 log = logging.getLogger(__name__)
 
+FLAT_CHANGE = 0.10  # a baseline's FID curve has flattened when its last two measurements are within 10%
 BUDGET_FILE = "budget.json"  # wall and CPU minutes per sweep, written by scripts/cpu_reproduction.py
 VERDICTS_FILE = "verdicts.json"
+
+
+def baseline_flattening(sweep: Sweep) -> list[str]:
+    """Whether the none baseline has stopped improving: per main cell, its FID at the last two measurements (mean
+    ± std over seeds) and each seed's relative change between them."""
+    rows = []
+    for cell in sweep.cells:
+        runs = [r for r in sweep.runs("none", *cell) if r.status == "completed" and r.fid is not None
+                and len(r.fid.values) > 1]
+        if not runs:
+            continue
+        change = stat(abs(r.fid.values[-1] / r.fid.values[-2] - 1) for r in runs)
+        worst = max(abs(r.fid.values[-1] / r.fid.values[-2] - 1) for r in runs)
+        rows.append([cell_label(cell), f"{int(runs[0].fid.steps[-2])} → {int(runs[0].fid.steps[-1])}",
+                     stat(r.fid.values[-2] for r in runs), stat(r.fid.values[-1] for r in runs), change,
+                     "yes" if worst <= FLAT_CHANGE else "no"])
+    if not rows:
+        return []
+    return [f"The none baseline's FID at its last two measurements (flattened: every seed within "
+            f"{FLAT_CHANGE:.0%}):", "", markdown_table(["cell", "steps", "FID before", "FID last",
+                                                        "relative change per seed (absolute)", "flattened"], rows), ""]
 
 
 def real_tile(run_dir: Path, data_dir: Path = REPO_ROOT / "data") -> Image.Image | None:
@@ -240,6 +263,7 @@ def write_report(root: str | Path, out: str | Path, study: Study) -> Path:
         lines += ["## Samples", "", "Last sample grids (seed 0, EMA weights, DPM-Solver++ 25 steps), upscaled 4×:", ""]
         for caption, name in grids:
             lines += [f"{caption}:", "", f"![samples]({rel}/{name})", ""]
+        lines += baseline_flattening(sweep)
     lines += ["## Measured budget", "", budget(results, root), ""]
     problems = incomplete_jobs([root])
     if problems:
