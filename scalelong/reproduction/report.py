@@ -146,7 +146,8 @@ def budget(results: Sequence[RunResult], root: Path) -> str:
         text += ("\n\nPer sweep, as `scripts/cpu_reproduction.py` measured it (CPU = its processes' user + system, "
                  "which does not depend on other jobs):\n\n")
         text += markdown_table(["sweep", "parallel jobs", "wall minutes", "CPU minutes", "exit"],
-                               [[r["sweep"], r["jobs"], f"{r['wall_minutes']:.1f}", f"{r['cpu_minutes']:.1f}",
+                               [[r["sweep"], r["jobs"], f"{r['wall_minutes']:.1f}",
+                                 "–" if r.get("cpu_minutes") is None else f"{r['cpu_minutes']:.1f}",  # stopped by hand
                                  r["exit"]] for r in records])
     return text
 
