@@ -155,6 +155,9 @@ def frontier_panels(panels: Mapping[Cell, Mapping[str, tuple[Sequence[float], Se
             ax.errorbar(lrs, [s.mean for s in stats], yerr=_errorbars(stats), marker="o", capsize=2, label=method,
                         color=COLORS.get(method))
         _log_scale(ax, x=True)
+        grid = sorted({lr for lrs, _ in lines.values() for lr in lrs})
+        ax.set_xticks(grid, [f"{lr:g}" for lr in grid], minor=False)
+        ax.set_xticks([], minor=True)  # the grid's lrs alone: log-scale minor labels overlap on a 2× grid
         ax.set_xlabel("learning rate")
         ax.set_title(cell_label(cell), fontsize=10)
     return _finish(fig, axes, "final FID")
