@@ -215,7 +215,8 @@ def batch_depth(sweep: Sweep) -> Section:
 
 def direction(sweep: Sweep) -> Section:
     # compared in the cells where cs_reversed ran (a study may drop some for its budget; they are named)
-    run, dropped = ([c for c in sweep.cells if bool(sweep.runs("cs_reversed", *c)) == keep] for keep in (True, False))
+    run = [c for c in sweep.cells if sweep.runs("cs_reversed", *c)]
+    dropped = [c for c in sweep.cells if c not in run]
     checks = [Check(f"N={n}, b={b}: FID of cs < FID of cs_reversed", sweep.stat(final, "cs", n, b),
                     sweep.stat(final, "cs_reversed", n, b), "<") for n, b in run]
     methods = ("none", "cs", "cs_reversed")
@@ -311,12 +312,13 @@ def frontier(sweep: Sweep) -> Section:
                 if (lr > largest["none"] or math.isnan(largest["none"])) and not everyone_fails[i]:
                     checks += [Check(f"{cell_label(cell)}, lr {lr:g} (none fails): FID of {m} < FID of none",
                                      fids[m][i], none, "<", m) for m in SCALED if m in methods]
-            lost_where_none_trains = [f"{m} {sum(lost[m][i][0] for i in range(len(lrs)) if lrs[i] <= largest['none'])}"
-                                      f"/{sum(lost[m][i][1] for i in range(len(lrs)) if lrs[i] <= largest['none'])}"
-                                      for m in SCALED if m in methods]
-            if lost_where_none_trains and not math.isnan(largest["none"]):
+            scaled = [m for m in SCALED if m in methods]
+            if scaled and not math.isnan(largest["none"]):
+                where = [i for i, lr in enumerate(lrs) if lr <= largest["none"]]  # the lrs where none trains
+                counts = {m: [sum(lost[m][i][k] for i in where) for k in (0, 1)] for m in scaled}
                 parts += [f"At the lrs where none trains (≤ {largest['none']:g}), seeds lost: "
-                          + ", ".join(lost_where_none_trains) + " (not part of the claim's comparisons).", ""]
+                          + ", ".join(f"{m} {k}/{n}" for m, (k, n) in counts.items())
+                          + " (not part of the claim's comparisons).", ""]
     body = (f"A scaler *trains* at an lr when no seed diverged and its mean final FID is within "
             f"{FRONTIER_TOLERANCE:.0%} of its best lr's; its frontier is the largest such lr of the grid. The claim is "
             "tested at every lr of the grid above none's frontier where some method still trains: there, cs and ls "
@@ -330,9 +332,14 @@ def frontier(sweep: Sweep) -> Section:
                            "not run), so there is no lr at which to compare")
 
 
+def best_mean(fids: Sequence[Stat]) -> float:
+    """The lowest mean final FID of a method over the lr grid (NaN when no lr has a value)."""
+    return min((s.mean for s in fids if s.n), default=math.nan)
+
+
 def trains(fids: Sequence[Stat]) -> list[bool]:
     """Per lr of the grid: no seed diverged and the mean FID is within FRONTIER_TOLERANCE of the best lr's."""
-    best = min((s.mean for s in fids if s.n), default=math.nan)
+    best = best_mean(fids)
     return [bool(s.n) and not s.diverged and s.mean <= (1 + FRONTIER_TOLERANCE) * best for s in fids]
 
 
@@ -340,8 +347,7 @@ def failed_seeds(runs: Sequence[RunResult], fids: Sequence[Stat]) -> tuple[int, 
     """(failed, run) seeds of one method at one lr: a seed fails when it diverged or collapsed (a final FID
     COLLAPSE_RATIO times the method's best mean final FID over the grid, ``fids``, or more)."""
     ended = [r for r in runs if r.status in ENDED]
-    best = min((s.mean for s in fids if s.n), default=math.nan)
-    return sum(not r.final_fid < COLLAPSE_RATIO * best for r in ended), len(ended)
+    return sum(not r.final_fid < COLLAPSE_RATIO * best_mean(fids) for r in ended), len(ended)
 
 
 def trains_up_to(lrs: Sequence[float], fids: Sequence[Stat]) -> float:

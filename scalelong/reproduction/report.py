@@ -54,11 +54,10 @@ def baseline_flattening(sweep: Sweep) -> list[str]:
                 and len(r.fid.values) > 1]
         if not runs:
             continue
-        change = stat(abs(r.fid.values[-1] / r.fid.values[-2] - 1) for r in runs)
-        worst = max(abs(r.fid.values[-1] / r.fid.values[-2] - 1) for r in runs)
+        changes = [abs(r.fid.values[-1] / r.fid.values[-2] - 1) for r in runs]
         rows.append([cell_label(cell), f"{int(runs[0].fid.steps[-2])} → {int(runs[0].fid.steps[-1])}",
-                     stat(r.fid.values[-2] for r in runs), stat(r.fid.values[-1] for r in runs), change,
-                     "yes" if worst <= FLAT_CHANGE else "no"])
+                     stat(r.fid.values[-2] for r in runs), stat(r.fid.values[-1] for r in runs), stat(changes),
+                     "yes" if max(changes) <= FLAT_CHANGE else "no"])
     if not rows:
         return []
     return [f"The none baseline's FID at its last two measurements (flattened: every seed within "
